@@ -1,0 +1,3 @@
+from modelcrunch.cli.app import main
+
+main()

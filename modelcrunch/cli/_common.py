@@ -1,0 +1,113 @@
+"""What every command shares: option types, error handling, JSON output, progress bars.
+
+Keep this module small: anything that is not CLI plumbing belongs in the library.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from modelcrunch.errors import EXIT_FAILURE, ModelcrunchError
+from modelcrunch.shapes import parse_shape_overrides
+
+# ---- shared option types -------------------------------------------------------------------
+ModelArg = Annotated[Path, typer.Argument(help="Path to the .onnx model.", show_default=False)]
+OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="Where to write the new model.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON document on stdout.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no human chatter.")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show a traceback on errors.")]
+ShapeOpt = Annotated[
+    list[str] | None,
+    typer.Option("--shape", help="Fix an input's dynamic dims: NAME=1x3x224x224 (repeatable)."),
+]
+OverwriteInputOpt = Annotated[
+    bool, typer.Option("--overwrite-input", help="Allow -o to name the input model itself.")
+]
+
+stdout = Console(highlight=False, soft_wrap=False)
+stderr = Console(stderr=True, highlight=False)
+
+
+def fail(message: str, code: int) -> typer.Exit:
+    """Print one line on stderr and return the Exit to raise."""
+    stderr.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn ModelcrunchError into one stderr line and its exit code (traceback only with --debug)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ModelcrunchError as exc:
+            if kwargs.get("debug"):
+                raise
+            raise fail(str(exc).replace("\n", " "), exc.exit_code) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted", 130) from None
+        except MemoryError:
+            raise fail("out of memory", EXIT_FAILURE) from None
+
+    return wrapper
+
+
+def shapes_option(values: list[str] | None) -> dict[str, list[int | str]]:
+    return parse_shape_overrides(values or [])
+
+
+def emit_json(document: Any) -> None:
+    """Write one JSON document to stdout (nothing else may go to stdout with --json)."""
+    sys.stdout.write(json.dumps(document, indent=2, allow_nan=False, default=_json_default) + "\n")
+    sys.stdout.flush()
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+@contextmanager
+def progress_bar(quiet: bool) -> Iterator[ProgressFn | None]:
+    """A ``(description, done, total)`` callback drawing a rich bar on stderr, or None.
+
+    Off with --quiet and whenever stderr is not a terminal (CI logs, pipes).
+    """
+    if quiet or not stderr.is_terminal:
+        yield None
+        return
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=stderr,
+        transient=True,
+    ) as progress:
+        tasks: dict[str, Any] = {}
+
+        def update(description: str, done: int, total: int) -> None:
+            if description not in tasks:
+                tasks[description] = progress.add_task(description, total=total)
+            progress.update(tasks[description], completed=done, total=total)
+
+        yield update

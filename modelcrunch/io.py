@@ -1,0 +1,285 @@
+"""Model I/O that never loses data.
+
+* ``load_model`` reads an ``.onnx`` file (and its external-data files) into an onnx-ir ``Model``
+  without materialising weights (onnx-ir tensors are lazy / memory-mapped), refuses external-data
+  references that escape the model's folder, and canonicalises the graph: weights held in
+  ``Constant`` nodes — in the main graph and in every If/Loop/Scan subgraph — become initializers.
+* ``save_model`` writes atomically: the model is written into a temporary folder beside the
+  destination, verified (``onnx.checker`` and an ONNX Runtime session), then renamed into place.
+  On any failure, or an interrupt, the destination is untouched and no partial file remains.
+  It refuses to write over the input model unless asked to.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import onnx_ir as ir
+from google.protobuf.message import DecodeError
+from onnx_ir.passes.common import LiftConstantsToInitializersPass
+
+from modelcrunch.errors import ModelcrunchError, VerificationError
+
+logger = logging.getLogger(__name__)
+
+#: Protobuf cannot serialise a message over 2 GiB; above this many weight bytes we use external data.
+PROTOBUF_LIMIT_BYTES = 2**31 - 1
+EXTERNAL_DATA_THRESHOLD_BYTES = int(1.8 * 2**30)
+#: Every tensor-valued Constant is lifted (size limit 0): weights, biases and scalars alike, so that
+#: passes see one kind of constant. ``value_ints``-style Constants stay nodes.
+LIFT_SIZE_LIMIT = 0
+
+
+# --------------------------------------------------------------------------------------------
+# Walking every tensor of a ModelProto (initializers, Constant attributes, subgraphs, functions)
+# --------------------------------------------------------------------------------------------
+
+
+def _graph_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    for node in graph.node:
+        yield from _node_tensors(node)
+
+
+def _node_tensors(node: onnx.NodeProto) -> Iterator[onnx.TensorProto]:
+    for attr in node.attribute:
+        if attr.HasField("t"):
+            yield attr.t
+        yield from attr.tensors
+        if attr.HasField("sparse_tensor"):
+            yield attr.sparse_tensor.values
+            yield attr.sparse_tensor.indices
+        if attr.HasField("g"):
+            yield from _graph_tensors(attr.g)
+        for g in attr.graphs:
+            yield from _graph_tensors(g)
+
+
+def iter_proto_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+    """Every TensorProto in the model: graph, subgraphs, Constant attributes and functions."""
+    yield from _graph_tensors(model.graph)
+    for function in model.functions:
+        for node in function.node:
+            yield from _node_tensors(node)
+
+
+def _external_location(tensor: onnx.TensorProto) -> tuple[str, int, int | None] | None:
+    if tensor.data_location != onnx.TensorProto.EXTERNAL:
+        return None
+    info = {entry.key: entry.value for entry in tensor.external_data}
+    offset = int(info.get("offset", 0) or 0)
+    length = int(info["length"]) if info.get("length") else None
+    return info.get("location", ""), offset, length
+
+
+def external_data_files(model: onnx.ModelProto, base_dir: Path) -> list[Path]:
+    """Check every external-data reference and return the distinct files, resolved.
+
+    Raises ModelcrunchError for a location that escapes ``base_dir`` (absolute path, ``..``,
+    a symlink pointing outside), a missing file, or a reference past the end of the file.
+    """
+    root = base_dir.resolve()
+    files: dict[Path, int] = {}
+    for tensor in iter_proto_tensors(model):
+        ref = _external_location(tensor)
+        if ref is None:
+            continue
+        location, offset, length = ref
+        name = tensor.name or "<unnamed>"
+        if not location:
+            raise ModelcrunchError(f"tensor '{name}' is stored externally but names no file")
+        if os.path.isabs(location) or Path(location).is_absolute() or location.startswith(("/", "\\")):
+            raise ModelcrunchError(
+                f"tensor '{name}': external data location '{location}' is an absolute path; "
+                "refusing to read outside the model's folder"
+            )
+        if ".." in Path(location.replace("\\", "/")).parts:
+            raise ModelcrunchError(
+                f"tensor '{name}': external data location '{location}' escapes the model's folder"
+            )
+        resolved = (root / location).resolve()
+        if not resolved.is_relative_to(root):
+            raise ModelcrunchError(
+                f"tensor '{name}': external data location '{location}' resolves outside the model's "
+                "folder (symlink); refusing to read it"
+            )
+        if not resolved.is_file():
+            raise ModelcrunchError(f"tensor '{name}': external data file '{location}' is missing")
+        size = files.get(resolved)
+        if size is None:
+            size = files[resolved] = resolved.stat().st_size
+        if length is not None and offset + length > size:
+            raise ModelcrunchError(
+                f"tensor '{name}': external data file '{location}' is truncated "
+                f"(needs bytes {offset}..{offset + length}, file has {size})"
+            )
+    return list(files)
+
+
+def model_size_bytes(path: str | os.PathLike) -> int:
+    """On-disk size of a model: the ``.onnx`` file plus every external-data file it references."""
+    path = Path(path)
+    proto = _read_proto(path)
+    return path.stat().st_size + sum(f.stat().st_size for f in external_data_files(proto, path.parent))
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+
+def _read_proto(path: Path) -> onnx.ModelProto:
+    if not path.exists():
+        raise ModelcrunchError(f"{path}: no such file")
+    if path.is_dir():
+        raise ModelcrunchError(f"{path}: is a folder, not an ONNX model file")
+    if path.stat().st_size == 0:
+        raise ModelcrunchError(f"{path}: empty file, not an ONNX model")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, RuntimeError, ValueError, UnicodeDecodeError) as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelcrunchError(f"{path}: not a valid ONNX model (truncated or corrupt protobuf: {detail})") from exc
+    except OSError as exc:
+        raise ModelcrunchError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    # A non-ONNX file can decode as a protobuf with unknown fields only; require a real model.
+    if proto.ir_version <= 0 or not proto.HasField("graph") or (
+        len(proto.graph.node) == 0 and len(proto.graph.output) == 0
+    ):
+        raise ModelcrunchError(f"{path}: not an ONNX model (no graph / IR version found)")
+    return proto
+
+
+def canonicalize(model: ir.Model) -> ir.Model:
+    """Lift weights held in ``Constant`` nodes (main graph and subgraphs) into initializers."""
+    if model.ir_version is not None and model.ir_version < 4:
+        # Before IR v4 every initializer also had to be a graph input; leave such models alone.
+        logger.warning("IR version %s < 4: Constant weights are not lifted", model.ir_version)
+        return model
+    LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=LIFT_SIZE_LIMIT)(model)
+    return model
+
+
+def load_model(path: str | os.PathLike, *, canonical: bool = True) -> ir.Model:
+    """Load an ONNX model lazily (weights are not read until used) and canonicalise it."""
+    path = Path(path)
+    proto = _read_proto(path)
+    external_data_files(proto, path.parent)
+    try:
+        model = ir.serde.deserialize_model(proto)
+    except Exception as exc:  # noqa: BLE001 - onnx-ir raises many types on malformed graphs
+        raise ModelcrunchError(f"{path}: malformed ONNX graph ({type(exc).__name__}: {exc})") from exc
+    ir.external_data.set_base_dir(model.graph, str(path.parent))
+    return canonicalize(model) if canonical else model
+
+
+# --------------------------------------------------------------------------------------------
+# Saving
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SavedModel:
+    path: Path
+    size_bytes: int
+    external_data: Path | None
+
+
+def weight_bytes(model: ir.Model) -> int:
+    """Total bytes of initializers across all graphs (without loading lazy tensors)."""
+    total = 0
+    for graph in model.graphs():
+        for value in graph.initializers.values():
+            tensor = value.const_value
+            if tensor is not None:
+                total += tensor.nbytes
+    return total
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def verify_model_file(path: Path) -> None:
+    """Raise VerificationError unless ``path`` passes onnx.checker and loads in ONNX Runtime."""
+    import onnxruntime as ort
+
+    try:
+        onnx.checker.check_model(str(path))
+    except Exception as exc:  # noqa: BLE001
+        raise VerificationError(f"output model fails the ONNX checker: {str(exc).splitlines()[0]}") from exc
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    try:
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001
+        raise VerificationError(
+            f"output model does not load in ONNX Runtime: {str(exc).strip().splitlines()[0]}"
+        ) from exc
+
+
+def save_model(
+    model: ir.Model,
+    path: str | os.PathLike,
+    *,
+    source: str | os.PathLike | None = None,
+    overwrite_input: bool = False,
+    external_data: bool | None = None,
+    verify: bool = True,
+) -> SavedModel:
+    """Write ``model`` to ``path`` atomically and verify it before it takes the destination's name.
+
+    Args:
+        source: the input model's path; writing over it is refused unless ``overwrite_input``.
+        external_data: True to store weights in ``<name>.data`` beside the model; None decides
+            automatically (external when the weights exceed protobuf's 2 GB limit).
+        verify: run onnx.checker and create an ONNX Runtime session on the written file.
+    """
+    dest = Path(path)
+    if source is not None and not overwrite_input:
+        if _same_file(dest, Path(source)) or dest.resolve() == Path(source).resolve():
+            raise ModelcrunchError(
+                f"{dest}: refusing to overwrite the input model; choose another output path "
+                "(or pass --overwrite-input)"
+            )
+    if dest.is_dir():
+        raise ModelcrunchError(f"{dest}: is a folder; give a file path for the output model")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if external_data is None:
+        external_data = weight_bytes(model) > EXTERNAL_DATA_THRESHOLD_BYTES
+    data_name = dest.name + ".data" if external_data else None
+
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    try:
+        tmp_model = tmp_dir / dest.name
+        if data_name is None:
+            # Weights still memory-mapped from the source's external data must be inlined.
+            ir.external_data.load_to_model(model)
+        try:
+            ir.save(model, tmp_model, external_data=data_name)
+        except (ValueError, TypeError) as exc:
+            raise VerificationError(f"cannot serialise the model: {exc}") from exc
+        if verify:
+            verify_model_file(tmp_model)
+        if data_name is not None:
+            os.replace(tmp_dir / data_name, dest.parent / data_name)
+        os.replace(tmp_model, dest)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    data_path = dest.parent / data_name if data_name else None
+    size = dest.stat().st_size + (data_path.stat().st_size if data_path else 0)
+    return SavedModel(dest, size, data_path)

