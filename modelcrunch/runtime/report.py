@@ -1,0 +1,215 @@
+"""``bench`` end to end: validate models and inputs, time every batch size, measure fidelity, gate.
+
+The timing runs and the fidelity runs are separate: timing uses one synthesised feed per batch
+size (or up to 8 batches of ``--inputs``), fidelity runs every sample of ``--inputs`` (or 8
+synthesised feeds, seeds 0..7) once through every model.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from modelcrunch.data import Dataset, load_dataset
+from modelcrunch.errors import ModelcrunchError
+from modelcrunch.io import load_model, model_size_bytes
+from modelcrunch.runtime.bench import BenchResult, benchmark
+from modelcrunch.runtime.feeds import check_feed, index_limits, synthesize_feeds
+from modelcrunch.runtime.fidelity import Evaluation, evaluate
+from modelcrunch.runtime.gates import GateLimits, GateResult, check_gates
+from modelcrunch.runtime.session import make_session, resolve_provider
+
+logger = logging.getLogger(__name__)
+
+SCHEMA = "modelcrunch.bench/1"
+TIMING_BATCHES = 8
+SYNTH_FIDELITY_FEEDS = 8
+ProgressFn = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    models: list[Path]
+    provider: str = "cpu"
+    threads: int | None = None
+    inter_threads: int | None = None
+    parallel: bool = False
+    optimization: str = "all"
+    warmup: int = 10
+    runs: int = 100
+    duration_s: float | None = None
+    batches: list[int] | None = None
+    shapes: Mapping[str, Sequence[int | str]] = field(default_factory=dict)
+    inputs: Path | None = None
+    labels: str | None = None
+    output: str | None = None
+    seed: int = 0
+    limits: GateLimits = field(default_factory=GateLimits)
+
+
+@dataclass(frozen=True)
+class BenchReport:
+    config: BenchConfig
+    names: list[str]
+    results: list[BenchResult]  # one per batch size
+    evaluation: Evaluation | None
+    fidelity_source: str
+    gates: list[GateResult] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(g.passed for g in self.gates)
+
+    def to_dict(self) -> dict:
+        cfg = self.config
+        evaluation = self.evaluation
+        return {
+            "schema": SCHEMA,
+            "config": {
+                "provider": cfg.provider,
+                "threads": cfg.threads,
+                "inter_threads": cfg.inter_threads,
+                "parallel": cfg.parallel,
+                "opt_level": cfg.optimization,
+                "warmup": cfg.warmup,
+                "runs": cfg.runs if cfg.duration_s is None else None,
+                "duration_s": cfg.duration_s,
+                "batches": [r.batch for r in self.results],
+                "inputs": str(cfg.inputs) if cfg.inputs else None,
+                "memory_method": self.results[0].memory_method,
+            },
+            "models": self.names,
+            "results": [r.to_dict() for r in self.results],
+            "fidelity": None
+            if evaluation is None
+            else {
+                "source": self.fidelity_source,
+                "samples": evaluation.samples,
+                "accuracy": evaluation.accuracies,
+                "candidates": [
+                    {"model": name, **fid.to_dict()}
+                    for name, fid in zip(self.names[1:], evaluation.fidelity, strict=True)
+                ],
+            },
+            "gates": [g.to_dict() for g in self.gates],
+            "passed": self.passed,
+        }
+
+
+def _input_names(path: Path) -> list[str]:
+    graph = onnx.load(str(path), load_external_data=False).graph
+    inits = {i.name for i in graph.initializer}
+    return [v.name for v in graph.input if v.name not in inits]
+
+
+def _check_models(models: Sequence[Path]) -> None:
+    if not models:
+        raise ModelcrunchError("give at least one model")
+    for path in models:
+        model_size_bytes(path)  # one-line errors: no such file, not an ONNX model, bad external data
+    base = _input_names(models[0])
+    for path in models[1:]:
+        other = _input_names(path)
+        if sorted(other) != sorted(base):
+            raise ModelcrunchError(f"{path}: inputs {other} differ from the baseline's {base}")
+
+
+def _leading_dim_free(session) -> bool:
+    return all(not (isinstance(i.shape[0], int) and i.shape[0] > 0) for i in session.get_inputs() if i.shape)
+
+
+def _timing_feeds(dataset: Dataset, batch: int) -> list[dict[str, np.ndarray]]:
+    if len(dataset) < batch:
+        raise ModelcrunchError(
+            f"--batch {batch} needs at least {batch} samples; {dataset.source} has {len(dataset)}"
+        )
+    batches = list(itertools.islice(dataset.batches(batch), TIMING_BATCHES))
+    full = [b for b in batches if next(iter(b.values())).shape[0] == batch]
+    return full or batches[:1]
+
+
+def run_bench(config: BenchConfig, *, on_progress: ProgressFn | None = None) -> BenchReport:
+    """Everything ``modelcrunch bench`` measures, as a report (gates checked, not enforced)."""
+    resolve_provider(config.provider)
+    _check_models(config.models)
+    names = [str(p) for p in config.models]
+    if len(set(names)) != len(names):
+        raise ModelcrunchError("the same model is given twice; copy it to compare a model with itself")
+    # A CPU session with optimisations off is enough to read the signature.
+    probe = make_session(config.models[0], provider="cpu", optimization="disable")
+    batchable = _leading_dim_free(probe)
+    dataset, labels = None, None
+    if config.inputs is not None:
+        dataset = load_dataset(config.inputs, [i.name for i in probe.get_inputs()])
+        for i, sample in enumerate(dataset.samples):
+            check_feed(probe, sample, where=f"{config.inputs} sample {i}")
+        key = config.labels or ("label" if "label" in dataset.labels else None)
+        labels = dataset.label(key) if key else None
+    elif config.labels:
+        raise ModelcrunchError("--labels needs --inputs DATA holding that label array")
+    limits = index_limits(load_model(config.models[0]))
+
+    sizes = config.batches or [None]
+    if not batchable and any(b not in (None, 1) for b in sizes):
+        raise ModelcrunchError(f"{names[0]}: the batch dim is fixed; --batch cannot change it")
+    results = []
+    for batch in sizes:
+        if dataset is not None:
+            feeds = _timing_feeds(dataset, batch or 1)
+        else:
+            feeds = [
+                synthesize_feeds(probe, shapes=config.shapes, batch=batch, seed=config.seed, int_high=limits)
+            ]
+        results.append(
+            benchmark(
+                config.models,
+                feeds,
+                provider=config.provider,
+                threads=config.threads,
+                warmup=config.warmup,
+                runs=config.runs,
+                time_budget_s=config.duration_s,
+                optimization=config.optimization,
+                inter_threads=config.inter_threads,
+                parallel=config.parallel,
+                names=names,
+                on_progress=on_progress,
+            )
+        )
+
+    evaluation, source = None, ""
+    if len(config.models) > 1 or labels is not None:
+        if dataset is not None:
+            fid_batch = 32 if batchable else 1
+            fid_feeds = dataset.batches(fid_batch)
+            total = -(-len(dataset) // fid_batch)
+            source = f"{config.inputs} ({len(dataset)} samples)"
+        else:
+            batch = sizes[0]
+            fid_feeds = [
+                synthesize_feeds(
+                    probe, shapes=config.shapes, batch=batch, seed=config.seed + s, int_high=limits
+                )
+                for s in range(SYNTH_FIDELITY_FEEDS)
+            ]
+            total = len(fid_feeds)
+            source = f"synthesized ({SYNTH_FIDELITY_FEEDS} feeds, seeds {config.seed}..{config.seed + 7})"
+        evaluation = evaluate(
+            config.models,
+            fid_feeds,
+            labels=labels,
+            output=config.output,
+            provider=config.provider,
+            threads=config.threads,
+            on_progress=on_progress,
+            total=total,
+        )
+    report = BenchReport(config, names, results, evaluation, source)
+    gates = check_gates(config.limits, results, evaluation.fidelity if evaluation else [], names)
+    return replace(report, gates=gates)
