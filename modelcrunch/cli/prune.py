@@ -1,0 +1,104 @@
+"""``modelcrunch prune MODEL -o OUT``: structured channel pruning, magnitude or N:M sparsity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from modelcrunch.cli._common import (
+    DebugOpt,
+    JsonOpt,
+    ModelArg,
+    OutputOpt,
+    OverwriteInputOpt,
+    QuietOpt,
+    emit_json,
+    handle_errors,
+    progress_bar,
+    stdout,
+)
+from modelcrunch.data import load_dataset
+from modelcrunch.passes.prune.nm import parse_pattern
+from modelcrunch.passes.prune.pipeline import PruneConfig, prune_file
+from modelcrunch.passes.prune.structured import StructuredOptions
+from modelcrunch.render.prune import render_prune
+
+Opt = typer.Option
+
+
+@handle_errors
+def prune_cmd(
+    model: ModelArg,
+    output: OutputOpt,
+    structured: Annotated[
+        bool, Opt("--structured", help="Remove whole channels (smaller dense model).")
+    ] = False,
+    ratio: Annotated[float, Opt(help="Structured: fraction of channels to remove.")] = 0.3,
+    importance: Annotated[str, Opt(help="l1 | l2 | bn | activation (needs --calibration).")] = "l2",
+    scope: Annotated[str, Opt(help="local (per layer) | global (ranking across layers).")] = "local",
+    min_channels: Annotated[int, Opt(help="Structured: never keep fewer channels per group.")] = 1,
+    min_keep_ratio: Annotated[
+        float, Opt(help="Global structured: keep at least this share per group.")
+    ] = 0.1,
+    round_to: Annotated[int, Opt(help="Round kept channel counts up to a multiple of this.")] = 1,
+    heads: Annotated[bool, Opt("--heads", help="Structured: also prune whole attention heads.")] = False,
+    exclude: Annotated[list[str] | None, Opt(help="Node/initializer name or op type to leave alone.")] = None,
+    calibration: Annotated[Path | None, Opt(help="Calibration data (.npz or folder) for repair.")] = None,
+    eval_data: Annotated[Path | None, Opt("--eval", help="Held-out data for the fidelity report.")] = None,
+    no_repair: Annotated[bool, Opt("--no-repair", help="Skip the least-squares repair.")] = False,
+    sparsity: Annotated[float | None, Opt(help="Unstructured: fraction of weights set to zero.")] = None,
+    threshold: Annotated[float | None, Opt(help="Unstructured: zero weights with |w| below this.")] = None,
+    pattern: Annotated[str | None, Opt(help="N:M sparsity along the reduction axis, e.g. 2:4.")] = None,
+    all_weights: Annotated[bool, Opt("--all-weights", help="Unstructured: all float weights.")] = False,
+    sparse_storage: Annotated[bool, Opt("--sparse-storage", help="Store sparse weights sparsely.")] = False,
+    no_measure: Annotated[bool, Opt("--no-measure", help="Skip fidelity and latency measurement.")] = False,
+    threads: Annotated[int | None, Opt(help="Threads for the latency measurement.")] = None,
+    overwrite_input: OverwriteInputOpt = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Prune a model: structured channels (--structured), magnitude (--sparsity) or N:M (--pattern)."""
+    excluded = tuple(exclude or ())
+    config = PruneConfig(
+        structured=StructuredOptions(
+            ratio=ratio,
+            scope=scope,
+            importance=importance,
+            min_channels=min_channels,
+            min_keep_ratio=min_keep_ratio,
+            round_to=round_to,
+            heads=heads,
+            exclude=excluded,
+        )
+        if structured
+        else None,
+        sparsity=sparsity,
+        threshold=threshold,
+        pattern=parse_pattern(pattern) if pattern else None,
+        scope=scope,
+        all_weights=all_weights,
+        exclude=excluded,
+        sparse_storage=sparse_storage,
+        repair=not no_repair,
+        measure=not no_measure,
+        threads=threads,
+    )
+    calib = load_dataset(calibration) if calibration else None
+    evaluation = load_dataset(eval_data) if eval_data else None
+    with progress_bar(quiet or json_out) as on_progress:
+        report = prune_file(
+            model,
+            output,
+            config,
+            calibration=calib,
+            evaluation=evaluation,
+            overwrite_input=overwrite_input,
+            on_progress=on_progress,
+        )
+    if json_out:
+        emit_json(report.to_dict())
+    elif not quiet:
+        render_prune(report, stdout)

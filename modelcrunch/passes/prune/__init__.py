@@ -1,0 +1,1 @@
+"""Pruning passes: structured channels (with repair), magnitude and N:M sparsity, sparse storage."""

@@ -1,0 +1,168 @@
+"""``modelcrunch prune`` as one library call: load, prune (structured, magnitude or N:M), repair,
+save (verified), optionally store sparse, then measure fidelity and interleaved latency vs the
+original. The CLI only parses options, calls :func:`prune_file` and renders the report."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from modelcrunch.data import Dataset
+from modelcrunch.errors import ModelcrunchError
+from modelcrunch.io import load_model, model_size_bytes, save_model
+from modelcrunch.passes.prune import report as rep
+from modelcrunch.passes.prune.magnitude import magnitude_prune
+from modelcrunch.passes.prune.nm import nm_prune
+from modelcrunch.passes.prune.repair import repair
+from modelcrunch.passes.prune.sparse_storage import store_sparse
+from modelcrunch.passes.prune.structured import StructuredOptions, ensure_node_names, prune_structured
+from modelcrunch.runtime.bench import benchmark
+from modelcrunch.runtime.feeds import synthesize_feeds
+from modelcrunch.runtime.fidelity import measure_fidelity
+
+logger = logging.getLogger(__name__)
+Progress = Callable[[str, int, int], None] | None
+
+DENSE_NOTE = (
+    "unstructured/N:M sparsity keeps tensor shapes: dense CPU kernels are not faster; it saves "
+    "file size only with --sparse-storage or compression, and N:M needs sparse GPU kernels"
+)
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    structured: StructuredOptions | None = None
+    sparsity: float | None = None
+    threshold: float | None = None
+    pattern: tuple[int, int] | None = None
+    scope: str = "local"
+    all_weights: bool = False
+    exclude: tuple[str, ...] = ()
+    sparse_storage: bool = False
+    repair: bool = True
+    calib_batch: int = 32
+    measure: bool = True
+    bench_batch: int = 1
+    threads: int | None = None
+    bench_seconds: float = 4.0
+
+    @property
+    def mode(self) -> str:
+        if self.structured is not None:
+            return "structured"
+        return "nm" if self.pattern is not None else "magnitude"
+
+
+def _labels(ds: Dataset | None) -> np.ndarray | None:
+    if ds is None:
+        return None
+    for key in ("label", "labels", "target", "y"):
+        if key in ds.labels:
+            return ds.labels[key]
+    return None
+
+
+def _fidelity(reference, candidate, data: Dataset | None, batch: int, fallback: dict):
+    feeds = list(data.batches(batch)) if data is not None else [fallback]
+    return measure_fidelity(reference, candidate, feeds, labels=_labels(data))
+
+
+def prune_file(
+    model_path: str | os.PathLike,
+    output: str | os.PathLike,
+    config: PruneConfig,
+    *,
+    calibration: Dataset | None = None,
+    evaluation: Dataset | None = None,
+    overwrite_input: bool = False,
+    on_progress: Progress = None,
+) -> rep.PruneReport:
+    """Prune ``model_path`` into ``output`` and report what changed and what it costs."""
+    modes = [
+        config.structured is not None,
+        config.sparsity is not None or config.threshold is not None,
+        config.pattern is not None,
+    ]
+    if sum(modes) != 1:
+        raise ModelcrunchError("choose exactly one of --structured, --sparsity/--threshold, --pattern")
+    model_path, output = Path(model_path), Path(output)
+    original, model = load_model(model_path), load_model(model_path)
+    ensure_node_names(original)
+    ensure_node_names(model)
+    before = rep.layer_stats(original)
+    calib = list(calibration.batches(config.calib_batch)) if calibration is not None else None
+    eval_data = evaluation or calibration
+    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    fallback = synthesize_feeds(session, batch=config.bench_batch)
+    notes: list[str] = []
+    fields: dict = {}
+    if config.structured is not None:
+        decisions = prune_structured(model, config.structured, calibration=calib, on_progress=on_progress)
+        pruned = [d for d in decisions if d.kept is not None and len(d.kept) < d.group.size]
+        fields["groups_total"] = len(decisions)
+        fields["groups_pruned"] = len(pruned)
+        fields["skipped"] = tuple(
+            rep.SkippedGroup(tuple(d.group.producers), d.group.size, d.reason)
+            for d in decisions
+            if d.kept is None
+        )
+        if calib is not None and config.repair and pruned:
+            if config.measure:
+                fields["fidelity_before_repair"] = _fidelity(
+                    original, model, eval_data, config.calib_batch, fallback
+                )
+            fields["repaired"] = tuple(repair(original, model, decisions, calib, on_progress=on_progress))
+        elif calib is None:
+            notes.append("no --calibration: layers were not repaired")
+    elif config.pattern is not None:
+        layers, left = nm_prune(model, *config.pattern, exclude=config.exclude)
+        fields["sparsity"], fields["left_dense"] = tuple(layers), tuple(left)
+        notes.append(DENSE_NOTE)
+    else:
+        fields["sparsity"] = tuple(
+            magnitude_prune(
+                model,
+                sparsity=config.sparsity,
+                threshold=config.threshold,
+                scope=config.scope,
+                all_weights=config.all_weights,
+                exclude=config.exclude,
+            )
+        )
+        notes.append(DENSE_NOTE)
+    after = rep.layer_stats(model)
+    save_model(model, output, source=model_path, overwrite_input=overwrite_input)
+    if config.sparse_storage:
+        fields["sparse_storage"] = store_sparse(output)
+    if config.measure:
+        fields["fidelity"] = _fidelity(model_path, output, eval_data, config.calib_batch, fallback)
+        if evaluation is None and calibration is not None:
+            notes.append("fidelity measured on the calibration data (pass --eval DATA for held-out data)")
+        feed = next(iter(eval_data.batches(config.bench_batch))) if eval_data is not None else fallback
+        fields["latency"] = benchmark(
+            [model_path, output],
+            feed,
+            threads=config.threads,
+            time_budget_s=config.bench_seconds,
+            on_progress=on_progress,
+        )
+    options = {k: v for k, v in asdict(config).items() if k != "structured"}
+    if config.structured is not None:
+        options["structured"] = asdict(config.structured)
+    return rep.PruneReport(
+        model=str(model_path),
+        output=str(output),
+        mode=config.mode,
+        options=options,
+        layers=rep.compare_layers(before, after),
+        size_before=model_size_bytes(model_path),
+        size_after=model_size_bytes(output),
+        notes=tuple(notes),
+        **fields,
+    )

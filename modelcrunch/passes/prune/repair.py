@@ -1,0 +1,245 @@
+"""Repair after structured pruning: layer-wise least-squares refit of the consumer layers.
+
+For every consumer layer ``L`` of a pruned group (Conv with group=1, Gemm, MatMul with a constant
+matrix), in topological order, with ``X'`` its input in the *pruned* model (after the refits of the
+layers before it) and ``Y`` its output in the *original* model on the same calibration samples
+(restricted to the output channels ``L`` still has):
+
+    [W'; b'] = argmin ||[X' 1] [W'; b'] - Y||^2 + lambda ||W'||^2,   lambda = ridge * mean(diag(X'^T X'))
+
+Convs use im2col rows (one per output pixel, ``Cin*kh*kw`` columns). Only ``X'^T X'``, ``X'^T Y`` and
+``Y^T Y`` are accumulated, batch by batch, so memory is bounded by one batch and one
+``(Cin*k*k+1)^2`` matrix. The intercept becomes the layer's bias (one is added when the layer has
+none; MatMul gets no intercept). The relative error before/after comes from the same statistics.
+
+Limits: 2-D Conv only (1-D/3-D, ``auto_pad`` other than NOTSET and grouped consumers are left as
+they are); Gemm with transA or alpha/beta != 1 is left as is.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_ir as ir
+
+from modelcrunch.analysis.groups import const_array, expand_indices
+from modelcrunch.passes.prune.activations import iter_activations
+from modelcrunch.passes.prune.structured import GroupDecision
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RepairedLayer:
+    name: str
+    op_type: str
+    rel_error_before: float
+    rel_error_after: float
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "op_type": self.op_type,
+            "rel_error_before": self.rel_error_before,
+            "rel_error_after": self.rel_error_after,
+        }
+
+
+def _attr(node: ir.Node, name: str, default):
+    attr = node.attributes.get(name)
+    return default if attr is None else attr.value
+
+
+def im2col(x: np.ndarray, node: ir.Node, kernel: tuple[int, int]) -> np.ndarray:
+    """Rows ``[N*Ho*Wo, C*kh*kw]`` of a 2-D Conv's input patches (ordering matches W.reshape)."""
+    kh, kw = kernel
+    sh, sw = _attr(node, "strides", [1, 1])
+    dh, dw = _attr(node, "dilations", [1, 1])
+    top, left, bottom, right = _attr(node, "pads", [0, 0, 0, 0])
+    xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    eh, ew = (kh - 1) * dh + 1, (kw - 1) * dw + 1
+    win = np.lib.stride_tricks.sliding_window_view(xp, (eh, ew), axis=(2, 3))
+    win = win[:, :, ::sh, ::sw, ::dh, ::dw]
+    n, c, ho, wo = win.shape[:4]
+    return win.transpose(0, 2, 3, 1, 4, 5).reshape(n * ho * wo, c * kh * kw)
+
+
+def _repairable(node: ir.Node) -> str | None:
+    if const_array(node.inputs[1]) is None:
+        return "weight not constant"
+    if node.op_type == "Conv":
+        w = node.inputs[1].const_value
+        if len(w.shape) != 4 or _attr(node, "group", 1) != 1 or _attr(node, "auto_pad", "NOTSET") != "NOTSET":
+            return "only 2-D, group=1, explicit-pad Conv"
+        return None
+    if node.op_type == "Gemm":
+        if _attr(node, "transA", 0) or _attr(node, "alpha", 1.0) != 1.0 or _attr(node, "beta", 1.0) != 1.0:
+            return "Gemm with transA/alpha/beta"
+        return None
+    if node.op_type == "MatMul":
+        return None
+    return f"{node.op_type} not supported"
+
+
+def _rows(node: ir.Node, x: np.ndarray, y: np.ndarray, keep_out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if node.op_type == "Conv":
+        w = node.inputs[1].const_value.shape
+        cols = im2col(x.astype(np.float64), node, (w[2], w[3]))
+        target = y.transpose(0, 2, 3, 1).reshape(-1, y.shape[1])
+    else:
+        cols = x.reshape(-1, x.shape[-1]).astype(np.float64)
+        target = y.reshape(-1, y.shape[-1])
+    return cols, target[:, keep_out].astype(np.float64)
+
+
+def _kept_outputs(node: ir.Node, decisions: Sequence[GroupDecision], n_out_original: int) -> np.ndarray:
+    removed: list[np.ndarray] = []
+    for d in decisions:
+        if d.kept is None:
+            continue
+        pruned = np.setdiff1d(np.arange(d.group.size), d.kept)
+        removed += [
+            expand_indices(pruned, p.offset, p.block)
+            for p in d.group.params
+            if p.node == node.name and p.kind == "weight_out"
+        ]
+    return np.setdiff1d(np.arange(n_out_original), np.concatenate(removed) if removed else [])
+
+
+def _write(graph: ir.Graph, node: ir.Node, coef: np.ndarray, intercept: bool) -> None:
+    w_old = const_array(node.inputs[1])
+    weights, bias = (coef[:-1], coef[-1]) if intercept else (coef, None)
+    dtype = w_old.dtype
+    if node.op_type == "Conv":
+        new_w = weights.T.reshape(w_old.shape)
+    elif node.op_type == "Gemm" and _attr(node, "transB", 0):
+        new_w = weights.T
+    else:
+        new_w = weights
+    _replace(graph, node, 1, new_w.astype(dtype))
+    if bias is None:
+        return
+    has_bias = len(node.inputs) > 2 and node.inputs[2] is not None
+    if has_bias and const_array(node.inputs[2]).shape != bias.shape:
+        bias = np.broadcast_to(bias, const_array(node.inputs[2]).shape) if node.op_type == "Gemm" else bias
+    if has_bias:
+        _replace(graph, node, 2, np.ascontiguousarray(bias).astype(dtype))
+    else:
+        name = f"{node.name}_repair_bias"
+        value = ir.Value(
+            name=name,
+            shape=ir.Shape(bias.shape),
+            type=ir.TensorType(ir.DataType.from_numpy(dtype)),
+            const_value=ir.tensor(bias.astype(dtype), name=name),
+        )
+        graph.register_initializer(value)
+        node.resize_inputs(3)
+        node.replace_input_with(2, value)
+
+
+def _replace(graph: ir.Graph, node: ir.Node, index: int, array: np.ndarray) -> None:
+    value = node.inputs[index]
+    if value.const_value is not None and len(value.uses()) == 1 and not value.is_graph_input():
+        value.const_value = ir.tensor(array, name=value.name)
+        value.shape = ir.Shape(array.shape)
+        return
+    name = f"{value.name}_repaired_{node.name}"
+    new = ir.Value(
+        name=name,
+        shape=ir.Shape(array.shape),
+        type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
+        const_value=ir.tensor(array, name=name),
+    )
+    graph.register_initializer(new)
+    node.replace_input_with(index, new)
+
+
+def repair(
+    original: ir.Model,
+    pruned: ir.Model,
+    decisions: Sequence[GroupDecision],
+    calibration: Sequence[dict[str, np.ndarray]],
+    *,
+    ridge: float = 1e-3,
+    on_progress: Callable[[str, int, int], None] | None = None,
+) -> list[RepairedLayer]:
+    """Refit every consumer layer of the pruned groups, in place on ``pruned``."""
+    names = {
+        c for d in decisions if d.kept is not None and len(d.kept) < d.group.size for c in d.group.consumers
+    }
+    layers = [n for n in pruned.graph if n.name in names]
+    original_out = {n.outputs[0].name: n for n in original.graph}
+    done: list[RepairedLayer] = []
+    for step, node in enumerate(layers):
+        if on_progress:
+            on_progress("repairing layers", step, len(layers))
+        why = _repairable(node)
+        reference = original_out.get(node.outputs[0].name)
+        if why is not None or reference is None:
+            logger.info("not repairing %s: %s", node.name, why or "output not found in the original")
+            continue
+        n_out_original = _out_features(reference)
+        keep_out = _kept_outputs(node, decisions, n_out_original)
+        intercept = node.op_type != "MatMul"
+        xtx = xty = None
+        yty = 0.0
+        x_name, y_name = node.inputs[0].name, node.outputs[0].name
+        for xs, ys in zip(
+            iter_activations(pruned, [x_name], calibration),
+            iter_activations(original, [y_name], calibration),
+            strict=True,
+        ):
+            cols, target = _rows(node, xs[x_name], ys[y_name], keep_out)
+            if intercept:
+                cols = np.concatenate([cols, np.ones((cols.shape[0], 1))], axis=1)
+            xtx = cols.T @ cols if xtx is None else xtx + cols.T @ cols
+            xty = cols.T @ target if xty is None else xty + cols.T @ target
+            yty += float((target * target).sum())
+        if xtx is None:
+            continue
+        current = _current_coef(node, intercept)
+        lam = ridge * float(np.mean(np.diag(xtx))) + 1e-12
+        coef = np.linalg.solve(xtx + lam * np.eye(xtx.shape[0]), xty)
+        before, after = _rel_error(xtx, xty, yty, current), _rel_error(xtx, xty, yty, coef)
+        if after < before:
+            _write(pruned.graph, node, coef, intercept)
+        done.append(RepairedLayer(node.name, node.op_type, before, min(after, before)))
+    if on_progress:
+        on_progress("repairing layers", len(layers), len(layers))
+    return done
+
+
+def _out_features(node: ir.Node) -> int:
+    w = const_array(node.inputs[1])
+    if node.op_type == "Conv":
+        return w.shape[0]
+    if node.op_type == "Gemm" and _attr(node, "transB", 0):
+        return w.shape[0]
+    return w.shape[1]
+
+
+def _current_coef(node: ir.Node, intercept: bool) -> np.ndarray:
+    w = const_array(node.inputs[1]).astype(np.float64)
+    if node.op_type == "Conv":
+        mat = w.reshape(w.shape[0], -1).T
+    elif node.op_type == "Gemm" and _attr(node, "transB", 0):
+        mat = w.T
+    else:
+        mat = w
+    if not intercept:
+        return mat
+    has_bias = len(node.inputs) > 2 and node.inputs[2] is not None
+    bias = (
+        np.broadcast_to(const_array(node.inputs[2]).reshape(-1), (mat.shape[1],))
+        if has_bias
+        else np.zeros(mat.shape[1])
+    )
+    return np.concatenate([mat, bias[None, :].astype(np.float64)], axis=0)
+
+
+def _rel_error(xtx: np.ndarray, xty: np.ndarray, yty: float, coef: np.ndarray) -> float:
+    err = float(np.sum(coef * (xtx @ coef)) - 2 * np.sum(coef * xty) + yty)
+    return float(np.sqrt(max(err, 0.0) / yty)) if yty > 0 else 0.0
