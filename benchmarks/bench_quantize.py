@@ -1,0 +1,154 @@
+"""Benchmark of ``modelcrunch quantize`` on the sample models and the real models (``make bench``).
+
+For each model and each mode (dynamic, static, weight-only, storage, fp16, auto): size ratio,
+interleaved median latency ratio vs the original (batch 1, 2 threads), worst output cosine and
+accuracy on the held-out test data (sample models; real models use synthesized inputs, so only
+agreement with the original is meaningful there). Targets (issue 4): sample CNN static int8
+>= 1.5x faster with accuracy within 1 point; real CNNs never slower in auto mode and <= 0.30x size.
+
+    python benchmarks/bench_quantize.py [--real] [--seconds 4] [--modes static,auto]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from modelcrunch.data import load_dataset
+from modelcrunch.errors import ModelcrunchError
+from modelcrunch.passes.quantize import Mode, QuantizeOptions, quantize_model
+from modelcrunch.runtime.bench import benchmark
+from modelcrunch.runtime.feeds import synthesize_feeds
+from modelcrunch.runtime.fidelity import measure_fidelity
+from modelcrunch.runtime.session import make_session
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "sample_models"
+REAL = ROOT / ".real_models"
+THREADS = 2
+#: Fixed input shapes for the real models' dynamic dims (batch 1).
+SHAPES = {
+    "ddddocr/common": {"input1": [1, 1, 64, 256]},
+    "nudenet/320n": {"images": [1, 3, 320, 320]},
+    "rapidocr-onnxruntime/ch_PP-OCRv4_det_infer": {"x": [1, 3, 640, 640]},
+    "rapidocr-onnxruntime/ch_PP-OCRv4_rec_infer": {"x": [1, 3, 48, 320]},
+    "rapidocr-onnxruntime/ch_ppocr_mobile_v2.0_cls_infer": {"x": [1, 3, 48, 192]},
+}
+MODES = [Mode.DYNAMIC, Mode.STATIC, Mode.WEIGHT_ONLY, Mode.STORAGE, Mode.FP16, Mode.AUTO]
+
+
+def cases(real: bool) -> list[tuple[str, Path, Path | None, Path | None]]:
+    found = [
+        (p.stem, p, SAMPLES / f"{p.stem}_digits_calib.npz", SAMPLES / f"{p.stem}_digits_test.npz")
+        for p in sorted(SAMPLES.glob("*.onnx"))
+    ]
+    if real and REAL.is_dir():
+        found += [(f"{p.parent.name}/{p.stem}", p, None, None) for p in sorted(REAL.rglob("*.onnx"))]
+    return found
+
+
+def run_case(
+    name: str,
+    path: Path,
+    calib: Path | None,
+    test: Path | None,
+    modes: list[Mode],
+    seconds: float,
+    out_dir: Path,
+) -> list[dict]:
+    rows, outputs = [], []
+    if test is not None:
+        data = load_dataset(test)
+        feeds, labels = data.samples, data.labels.get("label")
+    else:
+        session = make_session(path)
+        shapes = SHAPES.get(name)
+        feeds = [synthesize_feeds(session, shapes=shapes, batch=1, seed=s) for s in range(8)]
+        labels = None
+    for mode in modes:
+        out = out_dir / f"{name.replace('/', '_')}_{mode.value}.onnx"
+        started = time.perf_counter()
+        try:
+            report = quantize_model(
+                path,
+                out,
+                QuantizeOptions(mode=mode, bench=mode is Mode.AUTO, bench_seconds=2),
+                calibration=calib,
+                evaluation=test,
+                shapes=SHAPES.get(name),
+            )
+        except ModelcrunchError as exc:
+            rows.append({"model": name, "mode": mode.value, "error": str(exc)[:90]})
+            continue
+        fid = measure_fidelity(path, out, feeds, labels=labels, threads=THREADS)
+        rows.append(
+            {
+                "model": name,
+                "mode": report.mode if mode is not Mode.AUTO else f"auto→{report.mode}",
+                "size": report.size_ratio,
+                "cosine": fid.worst_cosine,
+                "acc_orig": fid.accuracy_reference,
+                "acc": fid.accuracy_candidate,
+                "excluded": len(report.nodes_excluded),
+                "seconds": time.perf_counter() - started,
+            }
+        )
+        outputs.append(out)
+    if outputs:
+        result = benchmark([path, *outputs], feeds[:4], threads=THREADS, time_budget_s=seconds, runs=100_000)
+        ok = [r for r in rows if "error" not in r]
+        for row, ratio in zip(ok, result.ratios[1:], strict=True):
+            row["latency"] = ratio.latency
+    return rows
+
+
+def fmt(value, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--real", action="store_true", help="also the real models in .real_models/")
+    parser.add_argument("--seconds", type=float, default=4.0, help="interleaved bench budget per model")
+    parser.add_argument("--modes", default=",".join(m.value for m in MODES))
+    parser.add_argument("--only", default="", help="substring filter on model names")
+    args = parser.parse_args(argv)
+    logging.disable(logging.WARNING)
+    modes = [Mode(m) for m in args.modes.split(",")]
+    table = Table(title=f"modelcrunch quantize: batch 1, {THREADS} threads, interleaved medians")
+    for column in ("model", "mode", "size", "latency", "cosine", "accuracy", "float", "time"):
+        table.add_column(column)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, path, calib, test in cases(args.real):
+            if args.only and args.only not in name:
+                continue
+            for row in run_case(name, path, calib, test, modes, args.seconds, Path(tmp)):
+                if "error" in row:
+                    table.add_row(row["model"], row["mode"], "error: " + row["error"])
+                    continue
+                acc = (
+                    f"{row['acc_orig']:.1%}→{row['acc']:.1%}" if row["acc"] is not None else "n/a (synthetic)"
+                )
+                table.add_row(
+                    row["model"],
+                    row["mode"],
+                    f"{row['size']:.2f}x",
+                    fmt(row.get("latency"), ".2f") + "x",
+                    fmt(row["cosine"], ".4f"),
+                    acc,
+                    str(row["excluded"]),
+                    f"{row['seconds']:.1f}s",
+                )
+    Console(width=160).print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

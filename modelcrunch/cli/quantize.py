@@ -1,0 +1,131 @@
+"""``modelcrunch quantize MODEL -o OUT``: int8 / int4 / fp16 that stays accurate and gets faster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from modelcrunch.cli._common import (
+    DebugOpt,
+    JsonOpt,
+    ModelArg,
+    OutputOpt,
+    OverwriteInputOpt,
+    QuietOpt,
+    ShapeOpt,
+    emit_json,
+    handle_errors,
+    progress_bar,
+    shapes_option,
+    stderr,
+    stdout,
+)  # fmt: skip
+from modelcrunch.passes.quantize import (
+    CalibrationMethod,
+    Mode,
+    Precision,
+    QuantFormat,
+    QuantizeOptions,
+    WeightAlgorithm,
+    quantize_model,
+)  # fmt: skip
+from modelcrunch.render.quantize import render_quantize, render_warnings
+
+DataOpt = Annotated[Path | None, typer.Option(help="Data in the shared format (.npz stacked, or a folder).")]
+
+
+@handle_errors
+def quantize_cmd(
+    model: ModelArg,
+    output: OutputOpt,
+    mode: Annotated[
+        Mode, typer.Option(help="What to quantize to; auto tries several and keeps the best.")
+    ] = Mode.AUTO,
+    calibration: DataOpt = None,
+    eval_data: Annotated[
+        Path | None,
+        typer.Option(
+            "--eval", help="Held-out data for fidelity (labels → accuracy); default: the calibration data."
+        ),
+    ] = None,
+    method: Annotated[
+        CalibrationMethod, typer.Option(help="Static calibration method.")
+    ] = CalibrationMethod.MINMAX,
+    precision: Annotated[Precision, typer.Option(help="Activation/weight int8 types.")] = Precision.U8S8,
+    quant_format: Annotated[
+        QuantFormat, typer.Option("--format", help="Static output format.")
+    ] = QuantFormat.QDQ,
+    per_channel: Annotated[bool, typer.Option("--per-channel/--per-tensor")] = True,
+    bits: Annotated[int, typer.Option(help="weight-only: 4 or 8 bits.")] = 4,
+    block_size: Annotated[int, typer.Option(help="weight-only: block size (power of two ≥ 16).")] = 32,
+    accuracy_level: Annotated[int, typer.Option(help="weight-only MatMulNBits compute: 4=int8, 0=fp32.")] = 4,
+    algorithm: Annotated[WeightAlgorithm, typer.Option(help="weight-only rounding.")] = WeightAlgorithm.RTN,
+    exclude: Annotated[list[str] | None, typer.Option(help="Node name to keep float (repeatable).")] = None,
+    op_types: Annotated[str | None, typer.Option(help="Comma-separated op types to quantize.")] = None,
+    min_cosine: Annotated[
+        float | None,
+        typer.Option(help="Fidelity gate: worst output cosine (default 0.99, a gate only when given)."),
+    ] = None,
+    max_drop: Annotated[
+        float | None, typer.Option(help="Fidelity gate: accuracy drop in points (labels).")
+    ] = None,
+    max_channel_error: Annotated[
+        float | None,
+        typer.Option(help="Gate: worst output-channel error / that channel's scale (detector heads)."),
+    ] = None,
+    require_faster: Annotated[bool, typer.Option(help="Fail (exit 3) unless the result is faster.")] = False,
+    sensitivity: Annotated[bool, typer.Option(help="Keep the worst layers float to meet the target.")] = True,
+    bench: Annotated[bool, typer.Option(help="Benchmark against the original (interleaved).")] = True,
+    bench_seconds: Annotated[float, typer.Option(min=0.1, help="Benchmark time budget.")] = 4.0,
+    threads: Annotated[int, typer.Option(min=0, help="Intra-op threads for measurements.")] = 2,
+    max_samples: Annotated[int, typer.Option(min=1, help="Calibration samples used at most.")] = 128,
+    provider: Annotated[str, typer.Option(help="Execution provider for measurements.")] = "cpu",
+    shape: ShapeOpt = None,
+    overwrite_input: OverwriteInputOpt = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Quantize MODEL (int8 dynamic/static, int4 weight-only, int8 storage, fp16), proven by measurement."""
+    options = QuantizeOptions(
+        mode=mode,
+        calibration_method=method,
+        precision=precision,
+        quant_format=quant_format,
+        per_channel=per_channel,
+        bits=bits,
+        block_size=block_size,
+        accuracy_level=accuracy_level,
+        weight_algorithm=algorithm,
+        exclude=tuple(exclude or ()),
+        op_types=tuple(t.strip() for t in op_types.split(",") if t.strip()) if op_types else None,
+        min_cosine=min_cosine,
+        max_drop=max_drop,
+        max_channel_error=max_channel_error,
+        require_faster=require_faster,
+        sensitivity=sensitivity,
+        bench=bench,
+        bench_seconds=bench_seconds,
+        threads=threads or None,
+        max_calibration_samples=max_samples,
+        provider=provider,
+    )
+    with progress_bar(quiet or json_out) as on_progress:
+        report = quantize_model(
+            model,
+            output,
+            options,
+            calibration=calibration,
+            evaluation=eval_data,
+            overwrite_input=overwrite_input,
+            shapes=shapes_option(shape),
+            on_progress=on_progress,
+        )
+    if not quiet:
+        render_warnings(report, stderr)
+    if json_out:
+        emit_json(report.to_dict())
+    else:
+        render_quantize(report, stdout)

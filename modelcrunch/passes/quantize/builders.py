@@ -1,0 +1,173 @@
+"""One builder per mode: ``build(nodes_to_quantize | None, nodes_to_exclude) -> path`` of a candidate.
+
+Builders write into the run's temporary folder and share pre-processing and calibration (the
+calibration cache), so the sensitivity analysis can rebuild a mode many times cheaply.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from modelcrunch.passes.quantize.calibration import Feeds
+from modelcrunch.passes.quantize.config import DYNAMIC_OP_TYPES, STATIC_OP_TYPES, Mode, QuantizeOptions
+from modelcrunch.passes.quantize.dynamic import quantize_dynamic_model
+from modelcrunch.passes.quantize.fp16 import convert_fp16
+from modelcrunch.passes.quantize.preprocess import Prepared, prepare
+from modelcrunch.passes.quantize.ranges import activation_absmax
+from modelcrunch.passes.quantize.sensitivity import Build
+from modelcrunch.passes.quantize.static import quantize_static_model
+from modelcrunch.passes.quantize.storage import storage_quantize
+from modelcrunch.passes.quantize.weight_only import quantize_weight_only_model
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Workspace:
+    """Shared state of one quantize run; everything on disk lives under ``work``."""
+
+    work: Path
+    options: QuantizeOptions
+    model: ir.Model  # canonical original (Constant weights lifted, every node named)
+    calibration: Feeds
+    _counter: itertools.count = field(default_factory=itertools.count)
+    _prepared: dict[bool, Prepared] = field(default_factory=dict)
+    _absmax: dict[str, float] | None = None
+
+    def new_path(self, tag: str) -> Path:
+        return self.work / f"{tag}_{next(self._counter)}.onnx"
+
+    def prepared(self, *, per_channel: bool) -> Prepared:
+        if per_channel not in self._prepared:
+            folder = self.work / f"prep_{next(self._counter)}"
+            folder.mkdir()
+            self._prepared[per_channel] = prepare(self.model, folder, per_channel=per_channel)
+        return self._prepared[per_channel]
+
+    def absmax(self) -> dict[str, float]:
+        if self._absmax is None:
+            self._absmax = activation_absmax(ir.to_proto(self.model), self.calibration.samples)
+        return self._absmax
+
+    def copy_model(self) -> ir.Model:
+        return ir.serde.deserialize_model(ir.to_proto(self.model))
+
+
+@dataclass(frozen=True)
+class ModeBuild:
+    build: Build
+    layers: list[str]  # nodes the sensitivity analysis may keep float, in graph order
+    notes: list[str]
+
+
+def _nodes(model: onnx.ModelProto, op_types: Sequence[str]) -> list[str]:
+    return [n.name for n in model.graph.node if n.op_type in op_types and n.name]
+
+
+def _weighted(model: ir.Model) -> list[str]:
+    names = []
+    for node in model.graph:
+        weight = (
+            node.inputs[0] if node.op_type == "Gather" else (node.inputs[1] if len(node.inputs) > 1 else None)
+        )
+        if weight is not None and weight.is_initializer():
+            names.append(node.name)
+    return names
+
+
+def mode_build(ws: Workspace, mode: Mode) -> ModeBuild:
+    options = ws.options
+    if mode in (Mode.STATIC, Mode.DYNAMIC):
+        prep = ws.prepared(per_channel=options.per_channel)
+        op_types = options.op_types or (STATIC_OP_TYPES if mode is Mode.STATIC else DYNAMIC_OP_TYPES)
+        cache = ws.work / f"calibration_{options.calibration_method.value}_{prep.per_channel}.json"
+
+        def build(only: Sequence[str] | None, exclude: Sequence[str]) -> Path:
+            out = ws.new_path(mode.value)
+            if mode is Mode.STATIC:
+                quantize_static_model(
+                    prep.path,
+                    out,
+                    options=options,
+                    feeds=ws.calibration.samples,
+                    op_types=op_types,
+                    per_channel=prep.per_channel,
+                    cache=cache,
+                    nodes_to_quantize=only,
+                    nodes_to_exclude=exclude,
+                )
+            else:
+                quantize_dynamic_model(
+                    prep.path,
+                    out,
+                    op_types=op_types,
+                    per_channel=prep.per_channel,
+                    nodes_to_quantize=only,
+                    nodes_to_exclude=exclude,
+                )
+            return out
+
+        return ModeBuild(build, _nodes(prep.load(), op_types), list(prep.notes))
+
+    if mode is Mode.WEIGHT_ONLY:
+        proto = ir.to_proto(ws.model)
+
+        def build(only: Sequence[str] | None, exclude: Sequence[str]) -> Path:
+            copy = onnx.ModelProto()
+            copy.CopyFrom(proto)
+            out = ws.new_path(mode.value)
+            quantized = quantize_weight_only_model(
+                copy, options=options, nodes_to_quantize=only, nodes_to_exclude=exclude
+            )
+            onnx.save(quantized, str(out))
+            return out
+
+        return ModeBuild(build, _nodes(proto, ("MatMul", "Gather")), [])
+
+    if mode is Mode.STORAGE:
+
+        def build(only: Sequence[str] | None, exclude: Sequence[str]) -> Path:
+            model = ws.copy_model()
+            storage_quantize(
+                model, exclude=frozenset(exclude), include=None if only is None else frozenset(only)
+            )
+            out = ws.new_path(mode.value)
+            ir.save(model, out)
+            return out
+
+        return ModeBuild(build, _weighted(ws.model), [])
+
+    if mode is Mode.FP16:
+        all_nodes = [n.name for n in ws.model.graph]
+
+        def build(only: Sequence[str] | None, exclude: Sequence[str]) -> Path:
+            model = ws.copy_model()
+            keep = set(exclude) | (set(all_nodes) - set(only) if only is not None else set())
+            convert_fp16(model, absmax=ws.absmax(), exclude=frozenset(keep))
+            out = ws.new_path(mode.value)
+            ir.save(model, out)
+            return out
+
+        return ModeBuild(build, all_nodes, [])
+    raise ValueError(f"no builder for mode {mode}")
+
+
+def nonfinite_outputs(path: Path, feeds: Sequence[dict[str, np.ndarray]]) -> int:
+    """How many feeds give a NaN/inf in any output (the fp16 overflow check)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sum(
+        any(
+            not np.all(np.isfinite(o)) for o in session.run(None, feed) if np.issubdtype(o.dtype, np.floating)
+        )
+        for feed in feeds
+    )

@@ -1,0 +1,118 @@
+"""Typed options of ``modelcrunch quantize`` (no string-keyed dicts cross the library boundary)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from modelcrunch.errors import ModelcrunchError
+
+
+class Mode(str, Enum):
+    AUTO = "auto"
+    DYNAMIC = "dynamic"  # int8 weights, activations quantized at run time
+    STATIC = "static"  # calibrated int8 activations and weights (QDQ or QOperator)
+    WEIGHT_ONLY = "weight-only"  # MatMulNBits block-wise int4/int8 (MatMul, embedding Gather)
+    STORAGE = "storage"  # int8 weights dequantized at load time, fp32 compute (~4x smaller, same speed)
+    FP16 = "fp16"  # float16 weights and compute, fp32 I/O, overflow-prone ops kept fp32
+
+
+class CalibrationMethod(str, Enum):
+    MINMAX = "minmax"
+    ENTROPY = "entropy"
+    PERCENTILE = "percentile"
+
+
+class Precision(str, Enum):
+    U8S8 = "u8s8"  # uint8 activations, int8 weights (the fast path on x86)
+    S8S8 = "s8s8"
+
+
+class QuantFormat(str, Enum):
+    QDQ = "qdq"
+    QOPERATOR = "qoperator"
+
+
+class WeightAlgorithm(str, Enum):
+    RTN = "rtn"
+    HQQ = "hqq"
+
+
+#: Ops that have int8 kernels on ONNX Runtime's CPU provider, or that a QDQ pair passes through
+#: (data movement, removable activations). QDQ around anything else makes models slower; ops that
+#: build normalisations by hand (ReduceMean, Sub, Pow, Sqrt, Div) are never quantized.
+STATIC_OP_TYPES: tuple[str, ...] = (
+    "Conv", "MatMul", "Gemm", "Add", "Mul", "Relu", "Clip", "LeakyRelu", "Sigmoid",
+    "MaxPool", "AveragePool", "GlobalAveragePool", "Concat", "Resize",
+    "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Split",
+)  # fmt: skip
+#: Dynamic quantization only pays where the weights are large: MatMulInteger / DynamicQuantizeMatMul.
+DYNAMIC_OP_TYPES: tuple[str, ...] = ("MatMul", "Gemm", "Attention", "LSTM")
+#: Ops whose weights count as "quantizable layers" in reports and sensitivity analysis.
+WEIGHTED_OP_TYPES: tuple[str, ...] = ("Conv", "ConvTranspose", "MatMul", "Gemm", "Gather")
+
+
+@dataclass(frozen=True)
+class QuantizeOptions:
+    """Everything that changes what ``quantize`` produces. Defaults are the safe, fast choices."""
+
+    mode: Mode = Mode.AUTO
+    calibration_method: CalibrationMethod = CalibrationMethod.MINMAX
+    precision: Precision = Precision.U8S8
+    quant_format: QuantFormat = QuantFormat.QDQ
+    per_channel: bool = True
+    bits: int = 4  # weight-only
+    block_size: int = 32  # weight-only
+    accuracy_level: int | None = 4  # MatMulNBits compute: 4 = int8 (fast on CPU), 0 = fp32
+    weight_algorithm: WeightAlgorithm = WeightAlgorithm.RTN
+    exclude: tuple[str, ...] = ()  # node names kept in float
+    op_types: tuple[str, ...] | None = None  # override the per-mode op lists
+    min_cosine: float | None = None  # fidelity target: worst output cosine
+    max_drop: float | None = None  # fidelity target: accuracy drop in points (needs labels)
+    max_channel_error: float | None = None  # gate: worst output-channel error / that channel's scale
+    require_faster: bool = False
+    sensitivity: bool = True  # keep the worst layers in float until the target is met
+    max_calibration_samples: int = 128
+    max_eval_samples: int = 256
+    threads: int | None = 2
+    provider: str = "cpu"
+    bench: bool = True
+    bench_seconds: float = 4.0
+
+    def __post_init__(self) -> None:
+        for name, kind in _ENUM_FIELDS.items():  # accept the enum's string values too
+            value = getattr(self, name)
+            if not isinstance(value, kind):
+                try:
+                    object.__setattr__(self, name, kind(value))
+                except ValueError:
+                    choices = ", ".join(k.value for k in kind)
+                    raise ModelcrunchError(f"{name} '{value}': choose one of {choices}") from None
+        if self.bits not in (4, 8):
+            raise ModelcrunchError(f"--bits {self.bits}: weight-only quantization supports 4 or 8 bits")
+        if self.block_size < 16 or self.block_size & (self.block_size - 1):
+            raise ModelcrunchError(f"--block-size {self.block_size}: must be a power of two >= 16")
+        if self.accuracy_level is not None and self.accuracy_level not in (0, 1, 2, 3, 4):
+            raise ModelcrunchError(f"--accuracy-level {self.accuracy_level}: must be 0..4")
+        if self.min_cosine is not None and not -1.0 <= self.min_cosine <= 1.0:
+            raise ModelcrunchError(f"--min-cosine {self.min_cosine}: must be within [-1, 1]")
+        if self.max_drop is not None and not 0.0 <= self.max_drop <= 100.0:
+            raise ModelcrunchError(f"--max-drop {self.max_drop}: must be within [0, 100] points")
+        if self.max_channel_error is not None and not self.max_channel_error > 0:
+            raise ModelcrunchError(f"--max-channel-error {self.max_channel_error}: must be > 0")
+        if self.max_calibration_samples < 1 or self.max_eval_samples < 1:
+            raise ModelcrunchError("sample limits must be positive")
+
+    @property
+    def effective_min_cosine(self) -> float:
+        """The cosine target (also used when only --max-drop is given, as a safety net)."""
+        return self.min_cosine if self.min_cosine is not None else 0.99
+
+
+_ENUM_FIELDS: dict[str, type[Enum]] = {
+    "mode": Mode,
+    "calibration_method": CalibrationMethod,
+    "precision": Precision,
+    "quant_format": QuantFormat,
+    "weight_algorithm": WeightAlgorithm,
+}

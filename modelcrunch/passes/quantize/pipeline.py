@@ -1,0 +1,399 @@
+"""``quantize_model``: load, pre-process, build each candidate mode under the accuracy guard, bench
+the candidates against the original interleaved (speed guard), keep one, save it verified, run it.
+
+Nothing is written outside the run's ``tempfile.TemporaryDirectory`` except the output model,
+which ``modelcrunch.io.save_model`` writes atomically after the checker and an ORT session accept it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import onnx_ir as ir
+
+from modelcrunch.errors import GateFailed, ModelcrunchError, VerificationError
+from modelcrunch.io import load_model, model_size_bytes, save_model
+from modelcrunch.passes.quantize import auto
+from modelcrunch.passes.quantize.builders import Workspace, mode_build, nonfinite_outputs
+from modelcrunch.passes.quantize.calibration import Feeds, load_feeds
+from modelcrunch.passes.quantize.channels import worst_channel_error
+from modelcrunch.passes.quantize.config import DYNAMIC_OP_TYPES, Mode, QuantizeOptions
+from modelcrunch.passes.quantize.fp16 import keep_reasons
+from modelcrunch.passes.quantize.report import (
+    Candidate,
+    ExcludedNode,
+    QuantizeReport,
+    op_delta,
+    still_float,
+    weighted_nodes,
+)  # fmt: skip
+from modelcrunch.passes.quantize.sensitivity import Score, guard
+from modelcrunch.passes.quantize.storage import MIN_ELEMENTS
+from modelcrunch.runtime.fidelity import Fidelity, measure_fidelity
+
+logger = logging.getLogger(__name__)
+
+PROBE_SAMPLES = 16
+CHANNEL_SAMPLES = 64
+BENCH_FEEDS = 4
+Progress = Callable[[str, int, int], None] | None
+
+
+@dataclass(frozen=True)
+class _Built:
+    mode: Mode
+    path: Path
+    fidelity: Fidelity
+    channel_error: float
+    excluded: dict[str, str]
+    met: bool
+    notes: list[str]
+
+
+def _meets(options: QuantizeOptions, score: Score) -> bool:
+    fidelity = score.fidelity
+    if options.max_channel_error is not None and not score.channel_error <= options.max_channel_error:
+        return False
+    cosine = fidelity.worst_cosine
+    if not math.isfinite(cosine) or cosine < options.effective_min_cosine:
+        return False
+    drop = fidelity.accuracy_drop
+    return options.max_drop is None or drop is None or drop * 100.0 <= options.max_drop + 1e-9
+
+
+def _target_text(options: QuantizeOptions) -> str:
+    text = f"--min-cosine {options.effective_min_cosine}"
+    if options.max_channel_error is not None:
+        text += f", --max-channel-error {options.max_channel_error}"
+    return text + (f" and --max-drop {options.max_drop}" if options.max_drop is not None else "")
+
+
+def _name_nodes(model: ir.Model) -> None:
+    """Give every node a stable unique name (exclusion and reports are by name)."""
+    seen: set[str] = set()
+    for graph in model.graphs():
+        for index, node in enumerate(graph):
+            if not node.name or node.name in seen:
+                node.name = f"{node.op_type}_{index}_{len(seen)}"
+            seen.add(node.name)
+
+
+def _build_mode(
+    ws: Workspace, mode: Mode, reference: Path, evaluation: Feeds, on_progress: Progress
+) -> _Built:
+    options = ws.options
+    spec = mode_build(ws, mode)
+    probe_feeds = evaluation.samples[:PROBE_SAMPLES]
+    weight = 0.0 if options.max_channel_error is None else 0.01
+
+    def measure(path: Path) -> Score:
+        fidelity = measure_fidelity(
+            reference,
+            path,
+            evaluation.samples,
+            labels=evaluation.labels,
+            provider=options.provider,
+            threads=options.threads,
+        )
+        return Score(
+            fidelity,
+            worst_channel_error(
+                reference,
+                path,
+                evaluation.samples[:CHANNEL_SAMPLES],
+                provider=options.provider,
+                threads=options.threads,
+            ),
+            weight,
+        )
+
+    def probe(path: Path) -> Score:
+        fidelity = measure_fidelity(
+            reference, path, probe_feeds, provider=options.provider, threads=options.threads
+        )
+        return Score(
+            fidelity,
+            worst_channel_error(
+                reference, path, probe_feeds, provider=options.provider, threads=options.threads
+            ),
+            weight,
+        )
+
+    user = list(options.exclude)
+    layers = [n for n in spec.layers if n not in set(user)] if options.sensitivity else []
+    result = guard(
+        layers,
+        spec.build,
+        measure,
+        probe,
+        lambda f: _meets(options, f),
+        base_exclude=user,
+        target=_target_text(options),
+        on_progress=on_progress,
+    )
+    notes = list(spec.notes)
+    met = result.met
+    if mode is Mode.FP16:
+        bad = nonfinite_outputs(result.path, ws.calibration.samples)
+        if bad:
+            notes.append(f"fp16 gives NaN/inf on {bad} calibration samples")
+            met = False
+    if result.excluded and len(result.excluded) >= len(layers):
+        notes.append("every layer had to stay float to meet the target")
+        met = False
+    excluded = {name: "excluded by --exclude" for name in user} | result.excluded
+    if mode is Mode.FP16:
+        excluded = keep_reasons(ws.model, ws.absmax(), frozenset(excluded)) | excluded
+    return _Built(mode, result.path, result.score.fidelity, result.score.channel_error, excluded, met, notes)
+
+
+def _excluded_nodes(
+    before: onnx.ModelProto, after: onnx.ModelProto, built: _Built
+) -> tuple[list[str], list[ExcludedNode]]:
+    floats = still_float(after)
+    quantized, excluded = [], []
+    for name, op_type, owner in weighted_nodes(before):
+        if name in built.excluded:
+            excluded.append(ExcludedNode(name, op_type, built.excluded[name]))
+        elif name in floats and owner is not None:
+            excluded.append(
+                ExcludedNode(
+                    name,
+                    op_type,
+                    f"inside the subgraph of {owner}: ONNX Runtime's "
+                    f"{built.mode.value} tool does not quantize subgraphs; left float",
+                )
+            )
+        elif name in floats:
+            excluded.append(ExcludedNode(name, op_type, _why_float(built.mode, op_type)))
+        else:
+            quantized.append(name)
+    listed = {n.name for n in excluded}
+    op_types = {node.name: node.op_type for node in before.graph.node}
+    excluded += [
+        ExcludedNode(name, op_types.get(name, "?"), reason)
+        for name, reason in built.excluded.items()
+        if name not in listed
+    ]
+    return quantized, excluded
+
+
+def _why_float(mode: Mode, op_type: str) -> str:
+    if mode is Mode.STORAGE:
+        return f"weight under {MIN_ELEMENTS} elements or shared with a graph input/output: kept float"
+    if mode is Mode.WEIGHT_ONLY:
+        return f"{op_type} has no MatMulNBits form (only MatMul, and 4-bit embedding Gather)"
+    if mode is Mode.DYNAMIC and op_type not in DYNAMIC_OP_TYPES:
+        return f"{op_type} is not quantized dynamically (no fast integer kernel on CPU)"
+    return f"left float by ONNX Runtime's {mode.value} quantizer (unsupported weight layout or op)"
+
+
+@contextmanager
+def _quiet_ort_logging():
+    """ORT's quantization tools log alarming warnings for situations we handle; keep them at INFO."""
+    loggers = [logging.getLogger(n) for n in ("onnxruntime.quantization", "root")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(max(lg.getEffectiveLevel(), logging.ERROR))
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def _bench(reference: Path, paths: list[Path], feeds: Feeds, options: QuantizeOptions, on_progress: Progress):
+    from modelcrunch.runtime.bench import benchmark
+
+    return benchmark(
+        [reference, *paths],
+        feeds.samples[:BENCH_FEEDS],
+        provider=options.provider,
+        threads=options.threads,
+        warmup=5,
+        runs=200,
+        time_budget_s=options.bench_seconds,
+        on_progress=on_progress,
+    )
+
+
+def quantize_model(
+    source: Path,
+    output: Path,
+    options: QuantizeOptions,
+    *,
+    calibration: Path | None = None,
+    evaluation: Path | None = None,
+    overwrite_input: bool = False,
+    shapes: Mapping[str, list[int | str]] | None = None,
+    on_progress: Progress = None,
+) -> QuantizeReport:
+    """Quantize ``source`` into ``output`` (see the module docstring); raises GateFailed on a missed gate."""
+    started = time.perf_counter()
+    if options.require_faster and not options.bench:
+        raise ModelcrunchError("--require-faster needs the benchmark (drop --no-bench)")
+    model = load_model(source)
+    _name_nodes(model)
+    warnings: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="modelcrunch-quantize-") as tmp:
+        work = Path(tmp)
+        reference = work / "reference.onnx"
+        ir.save(model, reference)
+        calib = load_feeds(
+            calibration,
+            reference,
+            limit=options.max_calibration_samples,
+            provider=options.provider,
+            shapes=shapes,
+        )
+        evals = (
+            load_feeds(
+                evaluation,
+                reference,
+                limit=options.max_eval_samples,
+                provider=options.provider,
+                shapes=shapes,
+            )
+            if evaluation is not None
+            else calib
+        )
+        if calib.synthetic:
+            warnings.append(
+                "no --calibration data: ranges come from SYNTHESIZED random inputs and fidelity is "
+                "measured on them too — ACCURACY ON REAL DATA IS UNKNOWN"
+            )
+        ws = Workspace(work, options, model, calib)
+        before = ir.to_proto(model)
+        modes = auto.candidate_modes(before) if options.mode is Mode.AUTO else [options.mode]
+        built: list[_Built] = []
+        for mode in modes:
+            try:
+                with _quiet_ort_logging():
+                    built.append(_build_mode(ws, mode, reference, evals, on_progress))
+            except (ModelcrunchError, KeyboardInterrupt, MemoryError):
+                raise
+            except Exception as exc:  # noqa: BLE001 - ORT's tools fail in many ways on real models
+                if options.mode is not Mode.AUTO:
+                    raise VerificationError(
+                        f"{mode.value} quantization failed: {type(exc).__name__}: {exc}"
+                    ) from exc
+                logger.warning("candidate %s failed: %s", mode.value, exc)
+                warnings.append(f"candidate {mode.value} failed ({type(exc).__name__}: {str(exc)[:120]})")
+        if not built:
+            raise VerificationError("every candidate mode failed; see the warnings above")
+
+        ratios: list[float | None] = [None] * len(built)
+        bench_ms: tuple[float, list[float]] | None = None
+        if options.bench:
+            result = _bench(reference, [b.path for b in built], evals, options, on_progress)
+            ratios = [r.latency for r in result.ratios[1:]]
+            bench_ms = (result.models[0].latency.p50_ms, [m.latency.p50_ms for m in result.models[1:]])
+        candidates = []
+        protos = [onnx.load(str(b.path)) for b in built]
+        for b, proto, ratio in zip(built, protos, ratios, strict=True):
+            quantized, excluded = _excluded_nodes(before, proto, b)
+            candidates.append(
+                Candidate(
+                    b.mode.value,
+                    b.path.stat().st_size,
+                    ratio,
+                    b.fidelity.worst_cosine,
+                    b.fidelity.accuracy_candidate,
+                    b.met,
+                    len(quantized),
+                    len(excluded),
+                    "; ".join(b.notes),
+                )
+            )
+        if options.mode is Mode.AUTO:
+            index, reason = auto.choose(candidates)
+        else:
+            index, reason = 0, "requested with --mode"
+        chosen, chosen_proto = built[index], protos[index]
+        quantized, excluded = _excluded_nodes(before, chosen_proto, chosen)
+        ratio = ratios[index]
+        latency = None
+        if bench_ms is not None and ratio is not None:
+            latency = {
+                "original_ms": bench_ms[0],
+                "quantized_ms": bench_ms[1][index],
+                "ratio": ratio,
+                "threads": options.threads,
+                "batch": 1,
+                "interleaved": True,
+            }
+            if ratio >= 1.0:
+                warnings.append(f"the quantized model is SLOWER than the original ({ratio:.2f}x latency)")
+        if not chosen.met:
+            warnings.append(
+                f"fidelity target NOT met ({_target_text(options)}; worst cosine "
+                f"{chosen.fidelity.worst_cosine:.4f}, worst channel error {chosen.channel_error:.2f})"
+            )
+        if options.require_faster and (ratio is None or ratio >= auto.FASTER_BELOW):
+            raise GateFailed(
+                f"--require-faster: the {chosen.mode.value} model is not faster than the original by "
+                f"{1 - auto.FASTER_BELOW:.0%} "
+                f"({'unmeasured' if ratio is None else f'{ratio:.2f}x'} latency); nothing written"
+            )
+        if not chosen.met and (options.min_cosine is not None or options.max_drop is not None):
+            raise GateFailed(
+                f"fidelity target not met by the {chosen.mode.value} model ({_target_text(options)}; "
+                f"worst cosine {chosen.fidelity.worst_cosine:.4f}, worst channel error "
+                f"{chosen.channel_error:.2f}, accuracy drop {chosen.fidelity.accuracy_drop}); nothing written"
+            )
+        saved = save_model(
+            load_model(chosen.path, canonical=False), output, source=source, overwrite_input=overwrite_input
+        )
+        _run_once(saved.path, evals, options)
+        prep_notes = sorted({n for b in built for n in b.notes})
+    return QuantizeReport(
+        model=str(source),
+        output=str(saved.path),
+        mode=chosen.mode.value,
+        mode_reason=reason,
+        size_before=model_size_bytes(source),
+        size_after=saved.size_bytes,
+        fidelity={**chosen.fidelity.to_dict(), "worst_channel_error": _finite(chosen.channel_error)},
+        latency=latency,
+        nodes_quantized=quantized,
+        nodes_excluded=excluded,
+        op_counts=op_delta(before, chosen_proto),
+        candidates=candidates,
+        calibration={
+            "source": calib.source,
+            "samples": len(calib),
+            "synthetic": calib.synthetic,
+            "method": options.calibration_method.value,
+        },
+        evaluation={"source": evals.source, "samples": len(evals), "labels": evals.labels is not None},
+        target={
+            "min_cosine": options.effective_min_cosine,
+            "max_drop": options.max_drop,
+            "max_channel_error": options.max_channel_error,
+            "met": chosen.met,
+        },
+        preprocessing=prep_notes,
+        warnings=warnings,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _run_once(path: Path, feeds: Feeds, options: QuantizeOptions) -> None:
+    from modelcrunch.runtime.session import make_session
+
+    try:
+        make_session(path, provider=options.provider, threads=options.threads).run(None, feeds.samples[0])
+    except Exception as exc:  # noqa: BLE001
+        raise VerificationError(f"{path}: the saved model does not run in ONNX Runtime ({exc})") from exc

@@ -1,0 +1,151 @@
+"""Make a real model safe to hand to ONNX Runtime's quantization tools.
+
+What it rewrites, in order:
+
+1. Constant-node weights are already initializers (``modelcrunch.io.load_model`` lifts them, in
+   subgraphs too), so ORT's "Expected ... to be an initializer" crash cannot happen.
+2. Opset: per-channel QDQ needs ``DequantizeLinear(axis=...)`` (opset 13). A model below 13 is
+   converted with ``onnx.version_converter`` and the result must pass the checker and load in ONNX
+   Runtime; when it does not, quantization falls back to per-tensor (and says so) instead of writing
+   a file ONNX Runtime rejects.
+3. ``quant_pre_process`` (ORT's basic graph optimisation + shape inference) runs with a fallback
+   chain: symbolic shape inference, then ONNX's own, then none. Every file it writes lives in the
+   caller's temporary folder, never in the working directory.
+
+Limits: models over 2 GB are handled by ORT's external-data path only as far as ORT supports it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+import onnx_ir as ir
+from onnx import version_converter
+
+from modelcrunch.errors import ModelcrunchError
+from modelcrunch.passes.quantize.config import WEIGHTED_OP_TYPES
+
+logger = logging.getLogger(__name__)
+
+PER_CHANNEL_MIN_OPSET = 13
+
+
+@dataclass
+class Prepared:
+    """The pre-processed model, written to ``path`` inside the caller's temporary folder."""
+
+    path: Path
+    opset: int
+    per_channel: bool
+    shape_inference: str  # "symbolic" | "onnx" | "none"
+    optimized: bool
+    notes: list[str] = field(default_factory=list)
+
+    def load(self) -> onnx.ModelProto:
+        return onnx.load(str(self.path))
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return entry.version
+    return 1
+
+
+def _loads_in_ort(model: onnx.ModelProto) -> bool:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        onnx.checker.check_model(model)
+        ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - any failure means "not safe"
+        logger.info("opset-converted model rejected: %s", str(exc).splitlines()[0] if str(exc) else exc)
+        return False
+    return True
+
+
+def raise_opset(model: onnx.ModelProto, target: int) -> onnx.ModelProto | None:
+    """The model converted to ``target`` if that is safe (checker + ORT load), else None."""
+    try:
+        converted = version_converter.convert_version(model, target)
+    except Exception as exc:  # noqa: BLE001 - the converter raises bare RuntimeErrors
+        logger.info("version conversion to opset %d failed: %s", target, exc)
+        return None
+    return converted if _loads_in_ort(converted) else None
+
+
+def _pre_process(src: Path, dst: Path, *, optimize: bool) -> tuple[str, bool]:
+    """Run ORT's quant_pre_process with the fallback chain; returns (shape inference used, optimized)."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    attempts = [("symbolic", False, False), ("onnx", True, False), ("none", True, True)]
+    for optimized in [True, False] if optimize else [False]:
+        for label, skip_symbolic, skip_onnx in attempts:
+            try:
+                quant_pre_process(
+                    str(src),
+                    str(dst),
+                    skip_optimization=not optimized,
+                    skip_symbolic_shape=skip_symbolic,
+                    skip_onnx_shape=skip_onnx,
+                    auto_merge=True,
+                )
+                onnx.checker.check_model(str(dst))
+                return label, optimized
+            except Exception as exc:  # noqa: BLE001 - each stage fails in its own way; try the next
+                logger.info(
+                    "pre-processing (shape=%s, optimize=%s) failed: %s",
+                    label,
+                    optimized,
+                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                )
+    dst.write_bytes(src.read_bytes())
+    return "none", False
+
+
+def prepare(model: ir.Model, workdir: Path, *, per_channel: bool, optimize: bool = True) -> Prepared:
+    """Write a quantization-ready copy of ``model`` into ``workdir`` (see the module docstring)."""
+    proto = ir.to_proto(model)
+    notes: list[str] = []
+    opset = default_opset(proto)
+    if opset < PER_CHANNEL_MIN_OPSET:
+        converted = raise_opset(proto, PER_CHANNEL_MIN_OPSET)
+        if converted is not None:
+            notes.append(f"opset raised from {opset} to {PER_CHANNEL_MIN_OPSET} (per-channel int8 needs it)")
+            proto, opset = converted, PER_CHANNEL_MIN_OPSET
+        elif opset < 10:
+            raise ModelcrunchError(
+                f"opset {opset} has no QuantizeLinear and the model does not convert safely to opset 13"
+            )
+        elif per_channel:
+            per_channel = False
+            notes.append(f"opset {opset} does not convert safely to 13: per-tensor quantization instead")
+    src = workdir / "original.onnx"
+    onnx.save(proto, str(src))
+    dst = workdir / "prepared.onnx"
+    shape_inference, optimized = _pre_process(src, dst, optimize=optimize)
+    if shape_inference != "symbolic":
+        notes.append(f"symbolic shape inference failed; used {shape_inference!r} shape inference")
+    return Prepared(dst, opset, per_channel, shape_inference, optimized, notes)
+
+
+def subgraph_weighted_nodes(model: onnx.ModelProto) -> list[tuple[str, str]]:
+    """(node name, owner If/Loop/Scan name) for weighted ops that live inside subgraphs."""
+    found: list[tuple[str, str]] = []
+
+    def walk(graph: onnx.GraphProto, owner: str | None) -> None:
+        for node in graph.node:
+            if owner is not None and node.op_type in WEIGHTED_OP_TYPES:
+                found.append((node.name or node.output[0], owner))
+            for attr in node.attribute:
+                for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                    walk(sub, node.name or node.op_type)
+
+    walk(model.graph, None)
+    return found

@@ -1,0 +1,131 @@
+"""Accuracy guard: find the layers responsible for the loss and keep them in float.
+
+Per-layer error is measured by quantizing one layer (or one group of consecutive layers) at a time
+and comparing the model's outputs with the original on a few evaluation samples:
+``loss(g) = 1 - worst output cosine`` of the model with only ``g`` quantized (with
+``--max-channel-error``, also ``0.01 x`` the worst per-channel error of ``channels.py``).
+One candidate model exists at a time, so memory is bounded by a single model plus its outputs —
+no intermediate tensor is ever marked as an output. At most ``MAX_PROBES`` probes run: with more
+layers, consecutive layers (in graph order) are grouped. Layers are then kept float worst-first
+(1, 2, 4, ... groups) until the fidelity target is met, giving up (target missed) before more
+than ``MAX_FLOAT_SHARE`` of the groups would stay float.
+
+This targets the known traps: a head whose output mixes very different ranges (caught by the
+per-channel error of ``--max-channel-error``; a whole-tensor cosine hides it), normalisations
+built from primitive ops (never in the int8 op list, and sensitive when they are), and the final
+layers of a head.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from modelcrunch.runtime.fidelity import Fidelity
+
+logger = logging.getLogger(__name__)
+
+MAX_PROBES = 32
+#: Keeping more than this share of the layers float is not quantization any more: give up.
+MAX_FLOAT_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class Score:
+    """A candidate's measured fidelity plus the worst per-channel error (``channels.py``)."""
+
+    fidelity: Fidelity
+    channel_error: float
+    channel_weight: float = 0.0  # 0.01 when the channel-error gate is on, so it ranks layers too
+
+    @property
+    def loss(self) -> float:
+        """One number to rank by: cosine loss, or the (weighted) channel error."""
+        cosine = self.fidelity.worst_cosine
+        if not math.isfinite(cosine) or not math.isfinite(self.channel_error):
+            return math.inf
+        return max(1.0 - cosine, self.channel_weight * self.channel_error)
+
+
+#: build(nodes_to_quantize or None for all, nodes_to_exclude) -> path of the candidate model
+Build = Callable[[Sequence[str] | None, Sequence[str]], Path]
+Measure = Callable[[Path], Score]
+
+
+@dataclass(frozen=True)
+class LayerLoss:
+    nodes: tuple[str, ...]
+    score: Score  # with only these nodes quantized
+
+    @property
+    def loss(self) -> float:
+        return self.score.loss
+
+
+def groups(nodes: Sequence[str], max_groups: int = MAX_PROBES) -> list[tuple[str, ...]]:
+    """Consecutive nodes grouped so that there are at most ``max_groups`` groups."""
+    size = max(1, math.ceil(len(nodes) / max_groups))
+    return [tuple(nodes[i : i + size]) for i in range(0, len(nodes), size)]
+
+
+def rank_layers(
+    candidates: Sequence[str], build: Build, measure: Measure, *, on_progress: Callable | None = None
+) -> list[LayerLoss]:
+    """Loss of each candidate group quantized alone, worst first."""
+    results = []
+    parts = groups(candidates)
+    for step, part in enumerate(parts, 1):
+        results.append(LayerLoss(part, measure(build(list(part), []))))
+        if on_progress is not None:
+            on_progress("sensitivity", step, len(parts))
+    return sorted(results, key=lambda r: r.loss, reverse=True)
+
+
+@dataclass(frozen=True)
+class GuardResult:
+    path: Path
+    score: Score
+    excluded: dict[str, str]  # node → reason
+    met: bool
+
+
+def guard(
+    candidates: Sequence[str],
+    build: Build,
+    measure: Measure,
+    probe: Measure,
+    meets: Callable[[Score], bool],
+    *,
+    base_exclude: Sequence[str] = (),
+    target: str,
+    on_progress: Callable | None = None,
+) -> GuardResult:
+    """Quantize everything; if the target is missed, keep the worst layers float until it is met.
+
+    ``measure`` is the full held-out measurement; ``probe`` a cheap one (few samples) for ranking.
+    """
+    path = build(None, base_exclude)
+    score = measure(path)
+    if meets(score) or not candidates:
+        return GuardResult(path, score, {}, meets(score))
+    ranking = [r for r in rank_layers(candidates, build, probe, on_progress=on_progress) if r.loss > 0]
+    best = GuardResult(path, score, {}, False)
+    limit = max(1, int(len(ranking) * MAX_FLOAT_SHARE))
+    for count in sorted({min(2**k, limit) for k in range(limit.bit_length() + 1)}):
+        chosen = ranking[:count]
+        excluded = {
+            node: f"quantized alone: output cosine {r.score.fidelity.worst_cosine:.4f}, worst channel "
+            f"error {r.score.channel_error:.2f} (sensitivity rank {i + 1}); kept float to meet {target}"
+            for i, r in enumerate(chosen)
+            for node in r.nodes
+        }
+        path = build(None, [*base_exclude, *excluded])
+        score = measure(path)
+        logger.info("sensitivity: %d layers float -> loss %.5f", len(excluded), score.loss)
+        best = GuardResult(path, score, excluded, meets(score))
+        if best.met:
+            break
+    return best

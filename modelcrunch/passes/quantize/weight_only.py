@@ -1,0 +1,88 @@
+"""Weight-only block-wise quantization to MatMulNBits (int4/int8), via ORT's MatMulNBitsQuantizer.
+
+Rewrites ``MatMul(x, W)`` with constant ``W[K, N]`` into ``MatMulNBits(x, W_q, scales)`` where each
+block of ``block_size`` consecutive K entries of a column has its own scale:
+``W_q = round(W / s_b)``, ``s_b = max|W_b| / (2^(bits-1) - 1)`` (RTN, symmetric), or HQQ's
+optimised scales/zero points. With 4 bits, large embedding ``Gather`` tables become
+``GatherBlockQuantized`` (blocks along the hidden axis). ``accuracy_level=4`` lets the CPU kernel
+compute in int8 (fastest on x86); 0 keeps fp32 compute.
+
+Limits: Gemm and Conv are not rewritten (no MatMulNBits equivalent); quantized Gather needs
+opset 21, which the quantizer sets.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import matmul_nbits_quantizer as nbits
+
+from modelcrunch.passes.quantize.config import QuantizeOptions, WeightAlgorithm
+
+logger = logging.getLogger(__name__)
+
+#: Embedding tables smaller than this stay float (GatherBlockQuantized only pays for big tables).
+MIN_GATHER_ELEMENTS = 4096
+
+
+def _unsuitable_gathers(model: onnx.ModelProto) -> list[str]:
+    """Gather nodes whose data is not a big 2-D float initializer (shape gathers, index tables)."""
+    inits = {t.name: t for t in model.graph.initializer}
+    bad = []
+    for node in model.graph.node:
+        if node.op_type != "Gather":
+            continue
+        data = inits.get(node.input[0])
+        ok = (
+            data is not None
+            and data.data_type == onnx.TensorProto.FLOAT
+            and len(data.dims) == 2
+            and int(np.prod(data.dims)) >= MIN_GATHER_ELEMENTS
+            and all(a.name != "axis" or a.i == 0 for a in node.attribute)
+        )
+        if not ok:
+            bad.append(node.name)
+    return bad
+
+
+def quantize_weight_only_model(
+    model: onnx.ModelProto,
+    *,
+    options: QuantizeOptions,
+    nodes_to_quantize: Sequence[str] | None = None,
+    nodes_to_exclude: Sequence[str] = (),
+) -> onnx.ModelProto:
+    """The model with constant-weight MatMuls (and 4-bit embedding Gathers) as MatMulNBits."""
+    unnamed = [n for n in model.graph.node if not n.name]
+    for index, node in enumerate(unnamed):
+        node.name = f"{node.op_type}_{index}_mc"
+    op_types: tuple[str, ...] = ("MatMul", "Gather") if options.bits == 4 else ("MatMul",)
+    exclude = set(nodes_to_exclude) | set(_unsuitable_gathers(model))
+    if options.weight_algorithm is WeightAlgorithm.HQQ:
+        algo: nbits.WeightOnlyQuantConfig = nbits.HQQWeightOnlyQuantConfig(
+            block_size=options.block_size, bits=options.bits, op_types_to_quantize=("MatMul",)
+        )
+    else:
+        algo = nbits.DefaultWeightOnlyQuantConfig(
+            block_size=options.block_size,
+            is_symmetric=True,
+            accuracy_level=options.accuracy_level,
+            op_types_to_quantize=op_types,
+            quant_axes=(("MatMul", 0), ("Gather", 1)),
+            bits=options.bits,
+        )
+    quantizer = nbits.MatMulNBitsQuantizer(
+        model,
+        bits=options.bits,
+        block_size=options.block_size,
+        is_symmetric=True,
+        accuracy_level=options.accuracy_level,
+        nodes_to_exclude=sorted(exclude),
+        algo_config=algo,
+        nodes_to_include=list(nodes_to_quantize) if nodes_to_quantize is not None else None,
+    )
+    quantizer.process()
+    return quantizer.model.model

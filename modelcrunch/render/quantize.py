@@ -1,0 +1,109 @@
+"""QuantizeReport → rich tables (human output of ``modelcrunch quantize``)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from modelcrunch.passes.quantize.report import QuantizeReport
+
+MAX_EXCLUDED_ROWS = 25
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.2f} MB" if size >= 1e5 else f"{size / 1e3:.1f} KB"
+
+
+def _num(value: float | None, fmt: str = ".4f") -> str:
+    return "—" if value is None else format(value, fmt)
+
+
+def summary_table(report: QuantizeReport) -> Table:
+    table = Table(title=f"modelcrunch quantize → {report.output}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("mode", f"{report.mode}  [dim]({report.mode_reason})[/]")
+    table.add_row("size", f"{_mb(report.size_before)} → {_mb(report.size_after)}  ({report.size_ratio:.2f}x)")
+    fidelity = report.fidelity or {}
+    for output in fidelity.get("outputs", []):
+        top1 = output.get("top1_agreement")
+        table.add_row(
+            f"fidelity [{output['name']}]",
+            f"cosine {_num(output['cosine'])}  rel-L2 {_num(output['rel_l2'])}"
+            + (f"  top-1 agreement {top1:.1%}" if top1 is not None else ""),
+        )
+    if fidelity.get("accuracy_reference") is not None:
+        table.add_row(
+            "accuracy",
+            f"{fidelity['accuracy_reference']:.2%} → {fidelity['accuracy_candidate']:.2%}  "
+            f"(drop {fidelity['accuracy_drop'] * 100:.2f} points)",
+        )
+    table.add_row("evaluated on", f"{report.evaluation['samples']} samples of {report.evaluation['source']}")
+    if report.latency:
+        lat = report.latency
+        style = "bold red" if lat["ratio"] >= 1.0 else "green"
+        table.add_row(
+            "latency (p50, batch 1)",
+            f"{lat['original_ms']:.3f} ms → {lat['quantized_ms']:.3f} ms  [{style}]{lat['ratio']:.2f}x[/] "
+            f"({lat['threads']} threads, interleaved)",
+        )
+    ops = ", ".join(f"{op} {count:+d}" for op, count in report.op_counts.items()) or "none"
+    table.add_row(
+        "nodes", f"{len(report.nodes_quantized)} layers quantized, {len(report.nodes_excluded)} kept float"
+    )
+    table.add_row("ops added", ops)
+    target = "met" if report.target["met"] else "[bold red]NOT met[/]"
+    table.add_row(
+        "target",
+        f"cosine ≥ {report.target['min_cosine']}"
+        + (f", drop ≤ {report.target['max_drop']} points" if report.target["max_drop"] is not None else "")
+        + f": {target}",
+    )
+    for note in report.preprocessing:
+        table.add_row("pre-processing", note)
+    table.add_row("time", f"{report.seconds:.1f} s")
+    return table
+
+
+def candidates_table(report: QuantizeReport) -> Table:
+    table = Table(title="candidates (auto)", title_justify="left")
+    for column in ("mode", "size", "latency", "cosine", "accuracy", "target", "layers q/float"):
+        table.add_column(column)
+    for c in report.candidates:
+        mark = "→ " if c.mode == report.mode else "  "
+        table.add_row(
+            mark + c.mode,
+            _mb(c.size_bytes),
+            _num(c.latency_ratio, ".2f") + "x",
+            _num(c.worst_cosine),
+            _num(c.accuracy, ".2%"),
+            "met" if c.meets_target else "missed",
+            f"{c.nodes_quantized}/{c.nodes_excluded}",
+        )
+    return table
+
+
+def excluded_table(report: QuantizeReport) -> Table:
+    table = Table(title="kept in float", title_justify="left")
+    table.add_column("node")
+    table.add_column("op")
+    table.add_column("why")
+    for node in report.nodes_excluded[:MAX_EXCLUDED_ROWS]:
+        table.add_row(node.name, node.op_type, node.reason)
+    hidden = len(report.nodes_excluded) - MAX_EXCLUDED_ROWS
+    if hidden > 0:
+        table.add_row(f"... {hidden} more (see --json)", "", "")
+    return table
+
+
+def render_quantize(report: QuantizeReport, console: Console) -> None:
+    console.print(summary_table(report))
+    if len(report.candidates) > 1:
+        console.print(candidates_table(report))
+    if report.nodes_excluded:
+        console.print(excluded_table(report))
+
+
+def render_warnings(report: QuantizeReport, console: Console) -> None:
+    for warning in report.warnings:
+        console.print(f"[bold yellow]WARNING:[/] {warning}", soft_wrap=True)

@@ -1,0 +1,161 @@
+"""Model builders for the quantize tests (weights big enough for every mode to touch)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+RNG = np.random.default_rng(42)
+
+
+def _w(*shape: int, scale: float = 0.2) -> np.ndarray:
+    return (RNG.standard_normal(shape) * scale).astype(np.float32)
+
+
+def _model(nodes, inputs, outputs, inits, opset: int) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        nodes, "g", inputs, outputs, [numpy_helper.from_array(v, k) for k, v in inits.items()]
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="tests")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def cnn_proto(*, opset: int = 17) -> onnx.ModelProto:
+    """input[batch,3,16,16] → Conv+Relu → Conv+Relu → GAP → Flatten → Gemm → logits[batch,10]."""
+    inits = {
+        "c1w": _w(16, 3, 3, 3),
+        "c1b": _w(16),
+        "c2w": _w(16, 16, 3, 3, scale=0.1),
+        "c2b": _w(16),
+        "fcw": _w(10, 16),
+        "fcb": _w(10),
+    }
+    nodes = [
+        helper.make_node("Conv", ["input", "c1w", "c1b"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "c2w", "c2b"], ["c2"], pads=[1, 1, 1, 1], name="conv2"),
+        helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+        helper.make_node("GlobalAveragePool", ["r2"], ["p"], name="gap"),
+        helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "fcw", "fcb"], ["logits"], transB=1, name="fc"),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 16, 16])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
+        inits,
+        opset,
+    )
+
+
+def matmul_proto(*, opset: int = 17) -> onnx.ModelProto:
+    """input[batch,64] → MatMul 64x64 → Relu → MatMul 64x64 + bias → Relu → MatMul 64x10 → logits."""
+    inits = {"w1": _w(64, 64), "w2": _w(64, 64), "b2": _w(64), "w3": _w(64, 10)}
+    nodes = [
+        helper.make_node("MatMul", ["input", "w1"], ["h1"], name="mm1"),
+        helper.make_node("Relu", ["h1"], ["r1"], name="relu1"),
+        helper.make_node("MatMul", ["r1", "w2"], ["h2"], name="mm2"),
+        helper.make_node("Add", ["h2", "b2"], ["a2"], name="bias2"),
+        helper.make_node("Relu", ["a2"], ["r2"], name="relu2"),
+        helper.make_node("MatMul", ["r2", "w3"], ["logits"], name="mm3"),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 64])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
+        inits,
+        opset,
+    )
+
+
+def mixed_range_proto(box_scale: float = 10.0, cls_scale: float = 0.2) -> onnx.ModelProto:
+    """A head whose one output concatenates boxes (~50) and scores (~1): one scale crushes the scores."""
+    inits = {"w1": _w(64, 64), "wbox": _w(64, 4, scale=box_scale), "wcls": _w(64, 60, scale=cls_scale)}
+    nodes = [
+        helper.make_node("MatMul", ["input", "w1"], ["h"], name="trunk"),
+        helper.make_node("Relu", ["h"], ["r"], name="relu"),
+        helper.make_node("MatMul", ["r", "wbox"], ["box"], name="box_head"),
+        helper.make_node("MatMul", ["r", "wcls"], ["cls"], name="cls_head"),
+        helper.make_node("Concat", ["box", "cls"], ["out"], axis=1, name="concat"),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 64])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 64])],
+        inits,
+        17,
+    )
+
+
+def softmax_overflow_proto() -> onnx.ModelProto:
+    """MatMul → Mul(1e5) (overflows fp16) → Softmax; plus an int64 shape path (must stay untouched)."""
+    inits = {
+        "w": _w(64, 64),
+        "big": np.array(1e5, dtype=np.float32),
+        "small": np.array(1e-5, dtype=np.float32),
+    }
+    nodes = [
+        helper.make_node("MatMul", ["input", "w"], ["h"], name="mm"),
+        helper.make_node("Mul", ["h", "big"], ["hb"], name="scale_up"),
+        helper.make_node("Mul", ["hb", "small"], ["hs"], name="scale_down"),
+        helper.make_node("Softmax", ["hs"], ["probs"], axis=-1, name="softmax"),
+        helper.make_node("Shape", ["input"], ["shape"], name="shape"),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 64])],
+        [
+            helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", 64]),
+            helper.make_tensor_value_info("shape", TensorProto.INT64, [2]),
+        ],
+        inits,
+        17,
+    )
+
+
+def if_matmul_proto() -> onnx.ModelProto:
+    """Weights (64x64) inside both branches of an If; one branch holds them in a Constant node."""
+    wt, we = _w(64, 64), _w(64, 64)
+    then_g = helper.make_graph(
+        [helper.make_node("MatMul", ["input", "wt"], ["yt"], name="then_mm")],
+        "then",
+        [],
+        [helper.make_tensor_value_info("yt", TensorProto.FLOAT, ["batch", 64])],
+        [numpy_helper.from_array(wt, "wt")],
+    )
+    else_g = helper.make_graph(
+        [
+            helper.make_node(
+                "Constant", [], ["we"], value=numpy_helper.from_array(we, "we"), name="we_const"
+            ),
+            helper.make_node("MatMul", ["input", "we"], ["ye"], name="else_mm"),
+        ],
+        "else",
+        [],
+        [helper.make_tensor_value_info("ye", TensorProto.FLOAT, ["batch", 64])],
+    )
+    nodes = [helper.make_node("If", ["cond"], ["y"], then_branch=then_g, else_branch=else_g, name="branch")]
+    return _model(
+        nodes,
+        [
+            helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 64]),
+            helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 64])],
+        {},
+        17,
+    )
+
+
+def stacked_data(model: onnx.ModelProto, path, n: int = 24, seed: int = 0):
+    """A dataset file in the shared format: arrays keyed by input name, stacked on the sample axis."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for value in model.graph.input:
+        dims = [d.dim_value if d.dim_value else 1 for d in value.type.tensor_type.shape.dim]
+        arrays[value.name] = rng.random([n, *dims[1:]]).astype(np.float32)
+    np.savez(path, **arrays)
+    return path

@@ -1,0 +1,326 @@
+"""quantize: every mode gives a checker-valid, same-signature model that runs in ORT and stays close."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import typer
+from models import assert_same_signature, mlp_proto, run_ort, save_proto
+from models_quantize import (
+    cnn_proto,
+    if_matmul_proto,
+    matmul_proto,
+    mixed_range_proto,
+    softmax_overflow_proto,
+    stacked_data,
+)  # fmt: skip
+from typer.testing import CliRunner
+
+from modelcrunch.cli.quantize import quantize_cmd
+from modelcrunch.errors import EXIT_BAD_INPUT, EXIT_GATE, GateFailed
+from modelcrunch.passes.quantize import Mode, QuantizeOptions, quantize_model
+from modelcrunch.passes.quantize.report import SCHEMA
+
+FAST = {"bench": False, "max_calibration_samples": 16, "max_eval_samples": 16}
+
+
+def ops(path: Path) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for node in onnx.load(str(path)).graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
+def check(original: Path, quantized: Path, feeds: dict[str, np.ndarray], *, min_cosine: float) -> None:
+    onnx.checker.check_model(str(quantized))
+    assert_same_signature(original, quantized)
+    for ref, got in zip(run_ort(original, feeds), run_ort(quantized, feeds), strict=True):
+        assert got.dtype == ref.dtype and got.shape == ref.shape
+        cosine = float(np.dot(ref.ravel(), got.ravel()) / (np.linalg.norm(ref) * np.linalg.norm(got)))
+        assert cosine >= min_cosine
+
+
+@pytest.fixture()
+def cnn(tmp_path: Path) -> tuple[Path, Path]:
+    model = cnn_proto()
+    return save_proto(model, tmp_path / "cnn.onnx"), stacked_data(model, tmp_path / "cnn_calib.npz")
+
+
+@pytest.fixture()
+def mm(tmp_path: Path) -> tuple[Path, Path]:
+    model = matmul_proto()
+    return save_proto(model, tmp_path / "mm.onnx"), stacked_data(model, tmp_path / "mm_calib.npz")
+
+
+FEED_CNN = {"input": np.random.default_rng(1).random((2, 3, 16, 16)).astype(np.float32)}
+FEED_MM = {"input": np.random.default_rng(1).random((2, 64)).astype(np.float32)}
+
+
+def test_static_qdq_per_channel(cnn, tmp_path):
+    src, calib = cnn
+    out = tmp_path / "out" / "q.onnx"
+    report = quantize_model(src, out, QuantizeOptions(mode=Mode.STATIC, **FAST), calibration=calib)
+    check(src, out, FEED_CNN, min_cosine=0.98)
+    counts = ops(out)
+    assert counts["QuantizeLinear"] >= 3 and counts["DequantizeLinear"] >= 6  # activations + weights
+    assert {"conv1", "conv2", "fc"} <= set(report.nodes_quantized)
+    assert report.size_after < report.size_before
+    axes = [
+        a.i for n in onnx.load(str(out)).graph.node if n.op_type == "DequantizeLinear" for a in n.attribute
+    ]
+    assert axes, "per-channel weights carry a DequantizeLinear axis"
+    assert sorted(os.listdir(out.parent)) == ["q.onnx"]
+
+
+@pytest.mark.parametrize("method", ["entropy", "percentile"])
+def test_static_calibration_methods_and_s8s8(cnn, tmp_path, method):
+    src, calib = cnn
+    out = tmp_path / "q.onnx"
+    options = QuantizeOptions(mode=Mode.STATIC, calibration_method=method, precision="s8s8", **FAST)
+    quantize_model(src, out, options, calibration=calib)
+    check(src, out, FEED_CNN, min_cosine=0.95)
+
+
+def test_dynamic(mm, tmp_path):
+    src, calib = mm
+    out = tmp_path / "q.onnx"
+    report = quantize_model(src, out, QuantizeOptions(mode=Mode.DYNAMIC, **FAST), calibration=calib)
+    check(src, out, FEED_MM, min_cosine=0.99)
+    assert ops(out).get("MatMulInteger", 0) + ops(out).get("DynamicQuantizeMatMul", 0) == 3
+    assert report.op_counts.get("DynamicQuantizeLinear", 0) >= 1
+
+
+def test_weight_only_int4(mm, tmp_path):
+    src, calib = mm
+    out = tmp_path / "q.onnx"
+    report = quantize_model(src, out, QuantizeOptions(mode=Mode.WEIGHT_ONLY, **FAST), calibration=calib)
+    check(src, out, FEED_MM, min_cosine=0.98)
+    assert ops(out)["MatMulNBits"] >= 2
+    assert report.mode == "weight-only"
+
+
+def test_storage_int8_is_4x_smaller_and_nearly_exact(cnn, tmp_path):
+    src, calib = cnn
+    out = tmp_path / "q.onnx"
+    report = quantize_model(src, out, QuantizeOptions(mode=Mode.STORAGE, **FAST), calibration=calib)
+    check(src, out, FEED_CNN, min_cosine=0.9999)
+    inits = {t.name: t.data_type for t in onnx.load(str(out)).graph.initializer}
+    assert inits["c2w_int8"] == onnx.TensorProto.INT8 and "c2w" not in inits
+    assert any(n.reason.startswith("weight under") for n in report.nodes_excluded)  # conv1 weight is tiny
+
+
+def test_fp16_keeps_io_types_and_overflowing_ops_fp32(tmp_path):
+    model = softmax_overflow_proto()
+    src = save_proto(model, tmp_path / "m.onnx")
+    calib = stacked_data(model, tmp_path / "c.npz")
+    out = tmp_path / "q.onnx"
+    report = quantize_model(src, out, QuantizeOptions(mode=Mode.FP16, **FAST), calibration=calib)
+    check(src, out, FEED_MM, min_cosine=0.999)
+    saved = onnx.load(str(out))
+    assert {t.name: t.data_type for t in saved.graph.initializer}["w"] == onnx.TensorProto.FLOAT16
+    kept = {n.name: n.reason for n in report.nodes_excluded}
+    assert "softmax" in kept and "scale_up" in kept  # op list; magnitude 1e5 > 65504/16
+    assert report.target["met"]
+
+
+def test_constant_weights_are_lifted(tmp_path):
+    src = save_proto(mlp_proto(constants=True), tmp_path / "const.onnx")
+    out = tmp_path / "q.onnx"
+    quantize_model(src, out, QuantizeOptions(mode=Mode.STATIC, **FAST))
+    check(src, out, {"input": np.random.default_rng(0).random((2, 16)).astype(np.float32)}, min_cosine=0.98)
+    assert ops(out).get("QuantizeLinear", 0) >= 1
+
+
+@pytest.mark.parametrize("mode", [Mode.DYNAMIC, Mode.STATIC, Mode.STORAGE])
+def test_if_subgraph_weights_quantized_or_reported(tmp_path, mode):
+    src = save_proto(if_matmul_proto(), tmp_path / "if.onnx")
+    out = tmp_path / "q.onnx"
+    report = quantize_model(src, out, QuantizeOptions(mode=mode, **FAST))
+    feeds = {"input": np.random.default_rng(0).random((2, 64)).astype(np.float32), "cond": np.array(True)}
+    check(src, out, feeds, min_cosine=0.99)
+    check(src, out, {**feeds, "cond": np.array(False)}, min_cosine=0.99)
+    names = set(report.nodes_quantized) | {n.name for n in report.nodes_excluded}
+    assert {"then_mm", "else_mm"} <= names
+    for node in report.nodes_excluded:
+        assert "subgraph" in node.reason
+
+
+def test_per_channel_on_opset_11_gives_loadable_file(tmp_path):
+    model = cnn_proto(opset=11)
+    src = save_proto(model, tmp_path / "old.onnx")
+    out = tmp_path / "q.onnx"
+    report = quantize_model(
+        src,
+        out,
+        QuantizeOptions(mode=Mode.STATIC, **FAST),
+        calibration=stacked_data(model, tmp_path / "c.npz"),
+    )
+    check(src, out, FEED_CNN, min_cosine=0.98)
+    assert any("opset raised from 11 to 13" in note for note in report.preprocessing)
+
+
+def test_sensitivity_keeps_range_mixing_head_float(tmp_path):
+    model = mixed_range_proto()
+    src = save_proto(model, tmp_path / "head.onnx")
+    calib = stacked_data(model, tmp_path / "c.npz")
+    out = tmp_path / "q.onnx"
+    options = QuantizeOptions(mode=Mode.STATIC, min_cosine=0.9999, per_channel=False, **FAST)
+    report = quantize_model(src, out, options, calibration=calib)
+    assert report.target["met"]
+    assert any("sensitivity rank" in n.reason for n in report.nodes_excluded)
+    assert report.nodes_quantized, "the insensitive trunk stays quantized"
+
+
+def test_channel_error_gate_catches_what_cosine_hides(tmp_path):
+    model = mixed_range_proto(box_scale=30.0, cls_scale=0.1)  # boxes ~300, scores ~0.5: one tensor
+    src = save_proto(model, tmp_path / "det.onnx")
+    calib = stacked_data(model, tmp_path / "c.npz")
+    options = QuantizeOptions(mode=Mode.STATIC, per_channel=False, **FAST)
+    plain = quantize_model(src, tmp_path / "a.onnx", options, calibration=calib)
+    assert plain.fidelity["worst_cosine"] > 0.999 and plain.fidelity["worst_channel_error"] > 0.2
+    guarded = quantize_model(
+        src, tmp_path / "b.onnx", replace(options, max_channel_error=0.1), calibration=calib
+    )
+    assert guarded.target["met"] and guarded.fidelity["worst_channel_error"] <= 0.1
+    assert any("sensitivity rank" in n.reason for n in guarded.nodes_excluded)
+
+
+def test_unmet_fidelity_gate_raises_and_writes_nothing(mm, tmp_path):
+    src, calib = mm
+    out = tmp_path / "q.onnx"
+    options = QuantizeOptions(mode=Mode.WEIGHT_ONLY, min_cosine=1.0, sensitivity=False, **FAST)
+    with pytest.raises(GateFailed):
+        quantize_model(src, out, options, calibration=calib)
+    assert not out.exists()
+
+
+def test_synthetic_calibration_warns_and_no_temp_files(cnn, tmp_path, monkeypatch):
+    src, _ = cnn
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    out = tmp_path / "out" / "q.onnx"
+    report = quantize_model(src, out, QuantizeOptions(mode=Mode.STATIC, **FAST))
+    assert report.calibration["synthetic"]
+    assert any("UNKNOWN" in w for w in report.warnings)
+    assert os.listdir(work) == []
+    assert os.listdir(out.parent) == ["q.onnx"]
+
+
+def test_auto_picks_a_candidate_and_explains(mm, tmp_path):
+    src, calib = mm
+    out = tmp_path / "q.onnx"
+    options = QuantizeOptions(bench_seconds=0.3, max_calibration_samples=16, max_eval_samples=16)
+    report = quantize_model(src, out, options, calibration=calib)
+    assert len(report.candidates) >= 3 and report.mode in {c.mode for c in report.candidates}
+    assert report.mode_reason and report.latency is not None
+    check(src, out, FEED_MM, min_cosine=0.98)
+
+
+# ---- CLI ----------------------------------------------------------------------------------------
+
+
+def cli(*args: str):
+    app = typer.Typer(add_completion=False)
+    app.command()(quantize_cmd)
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_cli_json(mm, tmp_path):
+    src, calib = mm
+    out = tmp_path / "q.onnx"
+    result = cli(
+        src,
+        "-o",
+        out,
+        "--mode",
+        "dynamic",
+        "--calibration",
+        calib,
+        "--eval",
+        calib,
+        "--json",
+        "--bench-seconds",
+        "0.3",
+    )
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["schema"] == SCHEMA and document["mode"] == "dynamic"
+    assert document["size"]["after_bytes"] < document["size"]["before_bytes"]
+    assert document["latency"]["ratio"] > 0 and document["fidelity"]["worst_cosine"] > 0.99
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["--mode", "int3"],
+        ["--bits", "3"],
+        ["--min-cosine", "2"],
+        ["--block-size", "24"],
+        ["--method", "median"],
+        ["--max-drop", "-1"],
+    ],
+)
+def test_cli_bad_options_exit_2(mm, tmp_path, bad):
+    src, _ = mm
+    result = cli(src, "-o", tmp_path / "q.onnx", "--no-bench", *bad)
+    assert result.exit_code == EXIT_BAD_INPUT, result.output
+    assert not (tmp_path / "q.onnx").exists()
+
+
+def test_cli_require_faster_fails_with_exit_3(mm, tmp_path, monkeypatch):
+    from modelcrunch.passes.quantize import pipeline
+
+    class Slow:  # a benchmark result where every candidate is 1.3x slower
+        def __init__(self, n):
+            lat = type("L", (), {"p50_ms": 1.0})
+            self.models = [type("M", (), {"latency": lat})] * n
+            self.ratios = [type("R", (), {"latency": 1.0})] + [type("R", (), {"latency": 1.3})] * (n - 1)
+
+    monkeypatch.setattr(pipeline, "_bench", lambda ref, paths, *a: Slow(len(paths) + 1))
+    src, calib = mm
+    result = cli(
+        src, "-o", tmp_path / "q.onnx", "--mode", "dynamic", "--require-faster", "--calibration", calib
+    )
+    assert result.exit_code == EXIT_GATE, result.output
+    assert not (tmp_path / "q.onnx").exists()
+
+
+def test_sample_cnn_static_keeps_accuracy(samples_dir, tmp_path):
+    src = samples_dir / "cnn.onnx"
+    if not src.exists():
+        pytest.skip("sample models not built")
+    out = tmp_path / "q.onnx"
+    report = quantize_model(
+        src,
+        out,
+        QuantizeOptions(mode=Mode.STATIC, bench=False),
+        calibration=samples_dir / "cnn_digits_calib.npz",
+        evaluation=samples_dir / "cnn_digits_test.npz",
+    )
+    assert report.fidelity["accuracy_drop"] <= 0.01
+    assert report.size_after < 0.3 * report.size_before
+
+
+def test_library_does_not_import_cli_or_print():
+    import ast
+
+    package = Path(__file__).resolve().parents[1] / "modelcrunch" / "passes" / "quantize"
+    for module in package.glob("*.py"):
+        tree = ast.parse(module.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                names = (
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+                )
+                assert not any(
+                    n.split(".")[0] in {"typer", "rich"} or n.startswith("modelcrunch.cli") for n in names
+                )
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                assert node.func.id not in {"print", "exit"}, module.name
