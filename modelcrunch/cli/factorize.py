@@ -1,0 +1,94 @@
+"""``modelcrunch factorize MODEL -o OUT``: low-rank factorization of MatMul/Gemm and Conv weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from modelcrunch.cli._common import (
+    DebugOpt,
+    JsonOpt,
+    ModelArg,
+    OutputOpt,
+    OverwriteInputOpt,
+    QuietOpt,
+    ShapeOpt,
+    emit_json,
+    handle_errors,
+    progress_bar,
+    shapes_option,
+    stdout,
+)
+from modelcrunch.data import load_dataset
+from modelcrunch.passes.factorize import FactorizeConfig, RankPolicy
+from modelcrunch.passes.factorize.pipeline import factorize_file
+from modelcrunch.render.factorize import render_factorize
+
+Opt = typer.Option
+Fraction = Annotated[float | None, Opt(show_default=False)]
+
+
+@handle_errors
+def factorize_cmd(
+    model: ModelArg,
+    output: OutputOpt,
+    rank_ratio: Annotated[
+        float | None, Opt(help="Rank = ratio × full rank, per layer.", show_default=False)
+    ] = None,
+    energy: Annotated[
+        float | None,
+        Opt(help="Keep this share of squared singular values (default 0.95).", show_default=False),
+    ] = None,
+    target_params: Annotated[
+        float | None,
+        Opt(help="Global budget: layers keep this share of their parameters.", show_default=False),
+    ] = None,
+    target_macs: Annotated[
+        float | None, Opt(help="Global budget: layers keep this share of their MACs.", show_default=False)
+    ] = None,
+    method: Annotated[str, Opt(help="Conv method: channel | spatial | tucker (svd = channel).")] = "channel",
+    round_to: Annotated[int, Opt(help="Round ranks up to a multiple of this.")] = 1,
+    min_size: Annotated[int, Opt(help="Skip layers whose weight has fewer parameters.")] = 0,
+    exclude: Annotated[list[str] | None, Opt(help="Node name (glob) or op type to leave alone.")] = None,
+    calibration: Annotated[
+        Path | None, Opt(help="Calibration data (.npz or folder): data-aware SVD.")
+    ] = None,
+    eval_data: Annotated[Path | None, Opt("--eval", help="Held-out data for the fidelity report.")] = None,
+    no_measure: Annotated[bool, Opt("--no-measure", help="Skip fidelity and latency measurement.")] = False,
+    threads: Annotated[int | None, Opt(help="Threads for the measurements.")] = None,
+    shape: ShapeOpt = None,
+    overwrite_input: OverwriteInputOpt = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Factorize MatMul/Gemm/Conv weights into low-rank pairs (SVD, channel, spatial, Tucker-2)."""
+    policy = RankPolicy.from_options(
+        rank_ratio=rank_ratio,
+        energy=energy,
+        target_params=target_params,
+        target_macs=target_macs,
+        round_to=round_to,
+    )
+    config = FactorizeConfig(policy=policy, method=method, min_size=min_size, exclude=tuple(exclude or ()))
+    calib = load_dataset(calibration) if calibration else None
+    evaluation = load_dataset(eval_data) if eval_data else None
+    with progress_bar(quiet or json_out) as on_progress:
+        report = factorize_file(
+            model,
+            output,
+            config,
+            calibration=calib,
+            evaluation=evaluation,
+            overwrite_input=overwrite_input,
+            measure_results=not no_measure,
+            threads=threads,
+            shapes=shapes_option(shape),
+            on_progress=on_progress,
+        )
+    if json_out:
+        emit_json(report.to_dict())
+    elif not quiet:
+        render_factorize(report, stdout)

@@ -1,0 +1,131 @@
+"""Input second moments ``G = Σ xᵀx`` of the layers to factorize, from calibration data.
+
+The main graph is copied with every needed activation added as a graph output and run batch by
+batch in ONNX Runtime; each batch's rows are folded into a float64 ``G`` and dropped, so memory is
+one batch of activations plus one ``G`` per layer. Rows are:
+
+* MatMul/Gemm: the activation flattened to (rows, K) (transposed first for Gemm ``transA``).
+* Conv (2-D, group 1): the im2col patches (rows, C·kh·kw) at the conv's strides, pads (auto_pad
+  resolved on the actual input size) and dilations; at most ``max_rows`` random rows per batch.
+
+Layers inside subgraphs, N-D convs other than 2-D, and patches wider than ``MAX_GRAM`` get no ``G``
+(they fall back to plain SVD and the report says so).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from modelcrunch.data import Dataset
+from modelcrunch.passes.factorize.layers import Layer, _attr
+from modelcrunch.runtime.session import make_session
+
+logger = logging.getLogger(__name__)
+
+MAX_GRAM = 8192
+
+
+def gram_width(layer: Layer) -> int:
+    return layer.matrix.shape[0] if layer.kind == "linear" else int(np.prod(layer.matrix.shape[1:]))
+
+
+def calibration_problem(layer: Layer, model: ir.Model) -> str | None:
+    """Why ``layer`` cannot get activation statistics, or None."""
+    if layer.graph is not model.graph:
+        return "inside a subgraph"
+    if layer.kind == "conv" and layer.matrix.ndim != 4:
+        return "only 2-D convs get patch statistics"
+    if gram_width(layer) > MAX_GRAM:
+        return f"input width {gram_width(layer)} > {MAX_GRAM}"
+    return None
+
+
+def _conv_pads(node: ir.Node, shape: tuple[int, ...], kernel: tuple[int, int]) -> list[int]:
+    strides = list(_attr(node, "strides", [1, 1]))
+    dilations = list(_attr(node, "dilations", [1, 1]))
+    auto_pad = _attr(node, "auto_pad", "NOTSET")
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        begin, end = [], []
+        for size, k, s, d in zip(shape[2:], kernel, strides, dilations, strict=True):
+            total = max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
+            small, large = total // 2, total - total // 2
+            begin.append(small if auto_pad == "SAME_UPPER" else large)
+            end.append(large if auto_pad == "SAME_UPPER" else small)
+        return begin + end
+    if auto_pad == "VALID":
+        return [0, 0, 0, 0]
+    return list(_attr(node, "pads", [0, 0, 0, 0]))
+
+
+def im2col(x: np.ndarray, node: ir.Node, kernel: tuple[int, int]) -> np.ndarray:
+    """Patches (rows, C·kh·kw) of a 2-D conv input, ordered like ``W[o].reshape(-1)``."""
+    kh, kw = kernel
+    sh, sw = _attr(node, "strides", [1, 1])
+    dh, dw = _attr(node, "dilations", [1, 1])
+    top, left, bottom, right = _conv_pads(node, x.shape, kernel)
+    xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    span = ((kh - 1) * dh + 1, (kw - 1) * dw + 1)
+    windows = np.lib.stride_tricks.sliding_window_view(xp, span, axis=(2, 3))
+    windows = windows[:, :, ::sh, ::sw, ::dh, ::dw]  # (n, C, Ho, Wo, kh, kw)
+    n, c, ho, wo = windows.shape[:4]
+    return windows.transpose(0, 2, 3, 1, 4, 5).reshape(n * ho * wo, c * kh * kw)
+
+
+def _rows(layer: Layer, x: np.ndarray, rng: np.random.Generator, max_rows: int) -> np.ndarray:
+    if layer.kind == "conv":
+        rows = im2col(x, layer.node, tuple(layer.matrix.shape[2:]))
+    elif layer.op_type == "Gemm" and _attr(layer.node, "transA", 0):
+        rows = x.T
+    else:
+        rows = x.reshape(-1, x.shape[-1])
+    if rows.shape[0] > max_rows:
+        rows = rows[rng.choice(rows.shape[0], max_rows, replace=False)]
+    return rows.astype(np.float64)
+
+
+def collect_grams(
+    model: ir.Model,
+    layers: list[Layer],
+    dataset: Dataset,
+    *,
+    batch_size: int = 16,
+    max_rows: int = 8192,
+    on_progress: Callable[[str, int, int], None] | None = None,
+) -> dict[str, np.ndarray]:
+    """``G`` per layer key for the ``layers`` of the main graph (see the module docstring)."""
+    layers = [layer for layer in layers if calibration_problem(layer, model) is None]
+    if not layers:
+        return {}
+    graph_inputs = {v.name for v in model.graph.inputs}
+    wanted = sorted({layer.node.inputs[0].name for layer in layers} - graph_inputs)
+    proto = ir.to_proto(model)
+    present = {o.name for o in proto.graph.output}
+    for name in wanted:
+        if name not in present:
+            proto.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    grams = {layer.key: np.zeros((gram_width(layer),) * 2) for layer in layers}
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory(prefix="modelcrunch-calib-") as tmp:
+        path = Path(tmp) / "calib.onnx"
+        onnx.save(proto, str(path), save_as_external_data=proto.ByteSize() > 1_800_000_000)
+        session = make_session(path, optimization="basic")
+    total = math.ceil(len(dataset) / batch_size)
+    for step, feeds in enumerate(dataset.batches(batch_size), start=1):
+        feeds = {k: v for k, v in feeds.items() if k in graph_inputs}
+        outputs = session.run(wanted, feeds) if wanted else []
+        values = {**dict(zip(wanted, outputs, strict=True)), **feeds}
+        for layer in layers:
+            rows = _rows(layer, np.asarray(values[layer.node.inputs[0].name]), rng, max_rows)
+            grams[layer.key] += rows.T @ rows
+        if on_progress is not None:
+            on_progress("calibrating", step, total)
+    logger.info("collected input statistics for %d layers over %d samples", len(layers), len(dataset))
+    return grams
