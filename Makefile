@@ -14,8 +14,22 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $(STAMP)
 
+DEMO := .demo
+S := sample_models
+
+# The main job on a bundled model: what it costs, three ways to crunch it, and the measured proof.
 demo: install
-	$(BIN)/modelcrunch inspect sample_models/cnn.onnx
+	@mkdir -p $(DEMO)
+	$(BIN)/modelcrunch inspect $(S)/cnn.onnx --batch 1
+	$(BIN)/modelcrunch quantize $(S)/cnn.onnx -o $(DEMO)/cnn_int8.onnx \
+		--calibration $(S)/cnn_digits_calib.npz --eval $(S)/cnn_digits_test.npz
+	$(BIN)/modelcrunch prune $(S)/cnn.onnx -o $(DEMO)/cnn_pruned.onnx --structured --ratio 0.5 \
+		--calibration $(S)/cnn_digits_calib.npz --eval $(S)/cnn_digits_test.npz
+	$(BIN)/modelcrunch factorize $(S)/transformer.onnx -o $(DEMO)/transformer_lowrank.onnx \
+		--target-params 0.5 --exclude Gemm --round-to 8 \
+		--calibration $(S)/transformer_digits_calib.npz --eval $(S)/transformer_digits_test.npz
+	$(BIN)/modelcrunch bench $(S)/cnn.onnx $(DEMO)/cnn_int8.onnx $(DEMO)/cnn_pruned.onnx \
+		--inputs $(S)/cnn_digits_test.npz --threads 2 --runs 200
 
 test: install
 	$(BIN)/python -m pytest -q
@@ -35,4 +49,4 @@ test-real: real-models
 	$(BIN)/python -m pytest -q -m real_models
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .bench_out
+	rm -rf $(VENV) .pytest_cache .ruff_cache .bench_out $(DEMO)

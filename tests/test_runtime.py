@@ -225,3 +225,15 @@ def test_nan_in_candidate_is_reported_not_hidden():
     assert out.nonfinite == 1 and math.isnan(out.max_abs) and math.isnan(out.cosine)
     assert not out.exact and math.isnan(fid.worst_cosine)
     assert fid.to_dict()["outputs"][0]["cosine"] is None
+
+
+def test_scalar_bool_input_is_synthesized_as_an_array(tmp_path):
+    from models import if_proto, save_proto
+
+    from modelcrunch.runtime.feeds import synthesize_feeds
+    from modelcrunch.runtime.session import make_session
+
+    session = make_session(save_proto(if_proto(), tmp_path / "if.onnx"))
+    feeds = synthesize_feeds(session, batch=2)
+    assert isinstance(feeds["cond"], np.ndarray) and feeds["cond"].dtype == np.bool_ and feeds["cond"].shape == ()
+    session.run(None, feeds)

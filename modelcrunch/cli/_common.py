@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -36,6 +37,9 @@ OverwriteInputOpt = Annotated[
 ]
 
 stdout = Console(highlight=False, soft_wrap=False)
+if not stdout.is_terminal and "COLUMNS" not in os.environ:
+    # Logs and pipes: wide enough that per-layer tables do not wrap into unreadable columns.
+    stdout.width = 160
 stderr = Console(stderr=True, highlight=False)
 
 

@@ -153,7 +153,7 @@ def _random(
     if dtype.kind == "f":
         return rng.standard_normal(shape).astype(dtype)
     if dtype.kind == "b":
-        return rng.random(shape) < 0.5
+        return np.asarray(rng.random(shape) < 0.5)
     if "mask" in name.lower() and high is None:
         return np.ones(shape, dtype)
     if high is None:
