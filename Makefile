@@ -36,7 +36,7 @@ test: install
 
 lint: install
 	$(BIN)/ruff check modelcrunch tests benchmarks scripts
-	$(BIN)/ruff format --check modelcrunch || true
+	$(BIN)/ruff format --check modelcrunch tests benchmarks scripts
 
 bench: install
 	$(BIN)/python benchmarks/run_all.py

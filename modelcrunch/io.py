@@ -149,12 +149,16 @@ def _read_proto(path: Path) -> onnx.ModelProto:
         proto = onnx.load(str(path), load_external_data=False)
     except (DecodeError, RuntimeError, ValueError, UnicodeDecodeError) as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelcrunchError(f"{path}: not a valid ONNX model (truncated or corrupt protobuf: {detail})") from exc
+        raise ModelcrunchError(
+            f"{path}: not a valid ONNX model (truncated or corrupt protobuf: {detail})"
+        ) from exc
     except OSError as exc:
         raise ModelcrunchError(f"{path}: cannot read ({exc.strerror or exc})") from exc
     # A non-ONNX file can decode as a protobuf with unknown fields only; require a real model.
-    if proto.ir_version <= 0 or not proto.HasField("graph") or (
-        len(proto.graph.node) == 0 and len(proto.graph.output) == 0
+    if (
+        proto.ir_version <= 0
+        or not proto.HasField("graph")
+        or (len(proto.graph.node) == 0 and len(proto.graph.output) == 0)
     ):
         raise ModelcrunchError(f"{path}: not an ONNX model (no graph / IR version found)")
     return proto
@@ -250,12 +254,15 @@ def save_model(
         verify: run onnx.checker and create an ONNX Runtime session on the written file.
     """
     dest = Path(path)
-    if source is not None and not overwrite_input:
-        if _same_file(dest, Path(source)) or dest.resolve() == Path(source).resolve():
-            raise ModelcrunchError(
-                f"{dest}: refusing to overwrite the input model; choose another output path "
-                "(or pass --overwrite-input)"
-            )
+    if (
+        source is not None
+        and not overwrite_input
+        and (_same_file(dest, Path(source)) or dest.resolve() == Path(source).resolve())
+    ):
+        raise ModelcrunchError(
+            f"{dest}: refusing to overwrite the input model; choose another output path "
+            "(or pass --overwrite-input)"
+        )
     if dest.is_dir():
         raise ModelcrunchError(f"{dest}: is a folder; give a file path for the output model")
     dest.parent.mkdir(parents=True, exist_ok=True)

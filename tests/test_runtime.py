@@ -235,5 +235,9 @@ def test_scalar_bool_input_is_synthesized_as_an_array(tmp_path):
 
     session = make_session(save_proto(if_proto(), tmp_path / "if.onnx"))
     feeds = synthesize_feeds(session, batch=2)
-    assert isinstance(feeds["cond"], np.ndarray) and feeds["cond"].dtype == np.bool_ and feeds["cond"].shape == ()
+    assert (
+        isinstance(feeds["cond"], np.ndarray)
+        and feeds["cond"].dtype == np.bool_
+        and feeds["cond"].shape == ()
+    )
     session.run(None, feeds)

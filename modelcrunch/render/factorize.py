@@ -99,7 +99,4 @@ def render_factorize(report: FactorizeReport, console: Console) -> None:
         models = report.benchmark["models"]
         ratio = models[-1]["ratios"]["latency"]
         base, cand = models[0]["latency_ms"]["p50_ms"], models[-1]["latency_ms"]["p50_ms"]
-        console.print(
-            f"latency p50: {base:.3f} ms → {cand:.3f} ms"
-            f" ({ratio:.2f}× of the original)"
-        )
+        console.print(f"latency p50: {base:.3f} ms → {cand:.3f} ms ({ratio:.2f}× of the original)")

@@ -185,4 +185,3 @@ def compare_layers(before: dict[str, LayerStats], after: dict[str, LayerStats]) 
             )
         )
     return tuple(changes)
-
