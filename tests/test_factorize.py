@@ -314,3 +314,24 @@ def test_cli_json_is_one_document_and_bad_option_exits_2(tmp_path):
     for bad in (["--energy", "1.5"], ["--method", "cp"], ["--rank-ratio", "0.5", "--energy", "0.9"]):
         result = runner.invoke(app, ["factorize", str(src), "-o", str(tmp_path / "o2.onnx"), *bad])
         assert result.exit_code == 2, (bad, result.output)
+
+
+def _dynamic_conv_proto() -> onnx.ModelProto:
+    """A 3×3 conv 8→12, stride 1, pad 1, on an input whose height and width are symbolic."""
+    return _graph_model(
+        [helper.make_node("Conv", ["x", "w"], ["y"], name="conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8, "h", "w"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 12, "h", "w"])],
+        {"w": _f(12, 8, 3, 3)},
+    )
+
+
+def test_macs_use_shape_overrides_and_say_when_dims_are_unknown(tmp_path):
+    path = save_proto(_dynamic_conv_proto(), tmp_path / "dyn.onnx")
+    config = FactorizeConfig(policy=RankPolicy("ratio", 0.25))
+    unknown = factorize(load_model(path), config)
+    assert any("--shape" in note for note in unknown.notes)
+    fixed = factorize(load_model(path), config, shapes={"x": [1, 8, 16, 20]})
+    assert not any("--shape" in note for note in fixed.notes)
+    layer = fixed.to_dict()["layers"][0]
+    assert layer["macs_before"] == 12 * 8 * 9 * 16 * 20

@@ -20,6 +20,7 @@ import onnx_ir as ir
 from onnx_ir.passes.common import ShapeInferencePass
 
 from modelcrunch.analysis import ranks as rank_rules
+from modelcrunch.analysis.shapes import infer_shapes
 from modelcrunch.data import Dataset
 from modelcrunch.errors import ModelcrunchError
 from modelcrunch.passes.factorize.calibration import calibration_problem, collect_grams
@@ -193,16 +194,35 @@ def factorize(
     config: FactorizeConfig,
     calibration: Dataset | None = None,
     *,
+    shapes: dict[str, list[int | str]] | None = None,
     on_progress: ProgressFn | None = None,
 ) -> FactorizeReport:
-    """Factorize ``model`` in place and return the report (see the module docstring)."""
+    """Factorize ``model`` in place and return the report (see the module docstring).
+
+    ``shapes`` (``--shape``) fixes dynamic input dims for MAC counting; a symbolic batch dim counts
+    as 1 (MACs per sample), and any other dim left unknown counts as 1, which the notes say.
+    """
     params_before = _param_count(model)
-    try:  # shapes give MAC counts; a model onnx cannot infer still factorizes (MACs per position)
+    try:  # declared shapes on intermediate values (used when collecting calibration activations)
         ShapeInferencePass()(model)
     except Exception as exc:  # noqa: BLE001 - onnx raises many types
         logger.warning("shape inference failed (%s); MACs are counted per output position", exc)
-    layers, skipped = find_layers(model, exclude=config.exclude, min_size=config.min_size)
+    table, _ = infer_shapes(model, shapes, batch=1)
+    unknown_dims: set[str] = set()
+
+    def shape_of(value: ir.Value):
+        shape = table.shape(value) or value.shape
+        if shape is not None and any(not isinstance(d, int) or d <= 0 for d in shape):
+            unknown_dims.add(value.name or "?")
+        return shape
+
+    layers, skipped = find_layers(model, exclude=config.exclude, min_size=config.min_size, shape_of=shape_of)
     notes: list[str] = []
+    if unknown_dims:
+        notes.append(
+            f"{len(unknown_dims)} layer shape(s) have unknown dims, counted as 1 in MACs "
+            "(MACs per position); pass --shape NAME=DIMS to count them"
+        )
     grams: dict[str, np.ndarray] = {}
     if calibration is not None and config.data_aware and layers:
         grams = collect_grams(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -109,7 +109,14 @@ def _weight_problem(weight: ir.Value | None, node: ir.Node) -> str | None:
     return None
 
 
-def _linear(node: ir.Node, graph: ir.Graph) -> tuple[np.ndarray, int] | str:
+ShapeOf = Callable[[ir.Value], Sequence | None]
+
+
+def _declared_shape(value: ir.Value) -> Sequence | None:
+    return value.shape
+
+
+def _linear(node: ir.Node, graph: ir.Graph, shape_of: ShapeOf) -> tuple[np.ndarray, int] | str:
     x = node.inputs[0]
     if node.op_type == "MatMul":
         weight = node.inputs[1]
@@ -121,7 +128,7 @@ def _linear(node: ir.Node, graph: ir.Graph) -> tuple[np.ndarray, int] | str:
         w = weight.const_value.numpy().astype(np.float64)
         if w.ndim != 2:
             return f"weight has rank {w.ndim}; only 2-D weights are factorized"
-        x_shape = x.shape if x is not None else None
+        x_shape = shape_of(x) if x is not None else None
         rows = _static(list(x_shape)[:-1]) if x_shape is not None else 1
         return w, rows
     # Gemm
@@ -138,12 +145,13 @@ def _linear(node: ir.Node, graph: ir.Graph) -> tuple[np.ndarray, int] | str:
         w = w.T
     w = w * float(_attr(node, "alpha", 1.0))
     rows = 1
-    if a is not None and a.shape is not None and len(a.shape) == 2:
-        rows = _static([a.shape[1 if _attr(node, "transA", 0) else 0]])
+    a_shape = shape_of(a) if a is not None else None
+    if a_shape is not None and len(a_shape) == 2:
+        rows = _static([a_shape[1 if _attr(node, "transA", 0) else 0]])
     return w, rows
 
 
-def _conv(node: ir.Node) -> tuple[np.ndarray, int, int] | str:
+def _conv(node: ir.Node, shape_of: ShapeOf) -> tuple[np.ndarray, int, int] | str:
     weight = node.inputs[1] if len(node.inputs) > 1 else None
     problem = _weight_problem(weight, node)
     if problem:
@@ -158,18 +166,26 @@ def _conv(node: ir.Node) -> tuple[np.ndarray, int, int] | str:
             )
         return f"grouped conv (group={group}): factorizing would mix groups"
     x, y = node.inputs[0], node.outputs[0]
-    out_positions = _static(list(y.shape)[2:]) if y.shape is not None else 1
-    in_positions = _static(list(x.shape)[2:]) if x is not None and x.shape is not None else 1
-    if y.shape is not None and len(y.shape) > 0:
-        out_positions *= _static([y.shape[0]])
-        in_positions *= _static([y.shape[0]])
+    x_shape, y_shape = (shape_of(x) if x is not None else None), shape_of(y)
+    out_positions = _static(list(y_shape)[2:]) if y_shape is not None else 1
+    in_positions = _static(list(x_shape)[2:]) if x_shape is not None else 1
+    if y_shape is not None and len(y_shape) > 0:
+        out_positions *= _static([y_shape[0]])
+        in_positions *= _static([y_shape[0]])
     return w, out_positions, in_positions
 
 
 def find_layers(
-    model: ir.Model, *, exclude: Sequence[str] = (), min_size: int = 0
+    model: ir.Model,
+    *,
+    exclude: Sequence[str] = (),
+    min_size: int = 0,
+    shape_of: ShapeOf = _declared_shape,
 ) -> tuple[list[Layer], list[Skipped]]:
-    """Every MatMul/Gemm/Conv of every (sub)graph: factorizable layers, and the rest with a reason."""
+    """Every MatMul/Gemm/Conv of every (sub)graph: factorizable layers, and the rest with a reason.
+
+    ``shape_of`` gives a value's shape for MAC counting (default: the shape the model declares).
+    """
     layers: list[Layer] = []
     skipped: list[Skipped] = []
     for g_index, graph in enumerate(model.graphs()):
@@ -201,14 +217,14 @@ def find_layers(
                 skip(reason)
                 continue
             if node.op_type == "Conv":
-                found = _conv(node)
+                found = _conv(node, shape_of)
                 if isinstance(found, str):
                     skip(found)
                     continue
                 matrix, rows, in_positions = found
                 kind = "conv"
             else:
-                found = _linear(node, graph)
+                found = _linear(node, graph, shape_of)
                 if isinstance(found, str):
                     skip(found)
                     continue

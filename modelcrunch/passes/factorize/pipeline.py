@@ -64,7 +64,7 @@ def factorize_file(
 ) -> FactorizeReport:
     model_path, output = Path(model_path), Path(output)
     model = load_model(model_path)
-    report = factorize(model, config, calibration, on_progress=on_progress)
+    report = factorize(model, config, calibration, shapes=shapes, on_progress=on_progress)
     saved = save_model(model, output, source=model_path, overwrite_input=overwrite_input)
     extra = {"model": str(model_path), "output": str(saved.path), "output_size_bytes": saved.size_bytes}
     report = dataclasses.replace(report, extra=extra)
