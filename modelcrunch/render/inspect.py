@@ -52,11 +52,14 @@ def render_inspect(report: InspectReport, console: Console, *, top: int = 20) ->
 
     by_dtype = ", ".join(f"{d} {_bytes(b)}" for d, b in report.weight_bytes.items()) or "none"
     unknown = sum(1 for x in report.layers if x.macs is None)
-    partial = (
-        "" if report.macs_complete else f" known (partial: {unknown} of {len(report.layers)} layers unknown)"
-    )
-    macs = _num(report.macs_total) + partial
-    flops = _num(report.flops_total) + ("" if report.macs_complete else " known (partial)")
+    if report.macs_complete:
+        macs, flops = _num(report.macs_total), _num(report.flops_total)
+    elif unknown == len(report.layers):
+        macs = flops = f"{UNKNOWN} (dynamic dims; see the hint below)"
+    else:
+        partial = f" (partial: {unknown} of {len(report.layers)} layers unknown)"
+        macs = f"≥ {_num(report.macs_total)}{partial}"
+        flops = f"≥ {_num(report.flops_total)} (partial)"
     mem = report.memory
     totals = Table(show_header=False, box=None, padding=(0, 2))
     for key, value in (
