@@ -78,6 +78,38 @@ def test_static_qdq_per_channel(cnn, tmp_path):
     assert sorted(os.listdir(out.parent)) == ["q.onnx"]
 
 
+@pytest.mark.parametrize("reduce_range", [True, False])
+def test_static_reduce_range_uses_7_bit_weights(cnn, tmp_path, reduce_range):
+    src, calib = cnn
+    out = tmp_path / "q.onnx"
+    options = QuantizeOptions(mode=Mode.STATIC, reduce_range=reduce_range, sensitivity=False, **FAST)
+    quantize_model(src, out, options, calibration=calib)
+    check(src, out, FEED_CNN, min_cosine=0.98)
+    model = onnx.load(str(out))
+    weights = [
+        onnx.numpy_helper.to_array(t) for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8
+    ]
+    widest = max(int(np.abs(w.astype(np.int32)).max()) for w in weights if w.ndim == 4)
+    assert widest <= 64 if reduce_range else widest == 127
+
+
+def test_stacked_measurement_matches_one_at_a_time(cnn):
+    import onnxruntime as ort
+
+    from modelcrunch.passes.quantize.calibration import batched, stack
+
+    src, _ = cnn
+    session = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    samples = [{"input": rng.random((1, 3, 16, 16), dtype=np.float32)} for _ in range(5)]
+    size = batched(session, samples)
+    assert size == 5
+    stacked = np.concatenate([session.run(None, f)[0] for f in stack(samples, size)])
+    single = np.concatenate([session.run(None, f)[0] for f in samples])
+    np.testing.assert_allclose(stacked, single, rtol=1e-5, atol=1e-5)
+    assert stack(samples, 1) == samples
+
+
 @pytest.mark.parametrize("method", ["entropy", "percentile"])
 def test_static_calibration_methods_and_s8s8(cnn, tmp_path, method):
     src, calib = cnn
@@ -170,7 +202,9 @@ def test_sensitivity_keeps_range_mixing_head_float(tmp_path):
     src = save_proto(model, tmp_path / "head.onnx")
     calib = stacked_data(model, tmp_path / "c.npz")
     out = tmp_path / "q.onnx"
-    options = QuantizeOptions(mode=Mode.STATIC, min_cosine=0.9999, per_channel=False, **FAST)
+    options = QuantizeOptions(
+        mode=Mode.STATIC, min_cosine=0.9999, per_channel=False, reduce_range=False, **FAST
+    )
     report = quantize_model(src, out, options, calibration=calib)
     assert report.target["met"]
     assert any("sensitivity rank" in n.reason for n in report.nodes_excluded)

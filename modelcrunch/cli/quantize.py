@@ -58,6 +58,13 @@ def quantize_cmd(
         QuantFormat, typer.Option("--format", help="Static output format.")
     ] = QuantFormat.QDQ,
     per_channel: Annotated[bool, typer.Option("--per-channel/--per-tensor")] = True,
+    reduce_range: Annotated[
+        bool | None,
+        typer.Option(
+            "--reduce-range/--full-range",
+            help="7-bit int8 weights (default: only on x86 CPUs without VNNI, whose u8s8 kernels saturate).",
+        ),
+    ] = None,
     bits: Annotated[int, typer.Option(help="weight-only: 4 or 8 bits.")] = 4,
     block_size: Annotated[int, typer.Option(help="weight-only: block size (power of two ≥ 16).")] = 32,
     accuracy_level: Annotated[int, typer.Option(help="weight-only MatMulNBits compute: 4=int8, 0=fp32.")] = 4,
@@ -81,6 +88,7 @@ def quantize_cmd(
     bench_seconds: Annotated[float, typer.Option(min=0.1, help="Benchmark time budget.")] = 4.0,
     threads: Annotated[int, typer.Option(min=0, help="Intra-op threads for measurements.")] = 2,
     max_samples: Annotated[int, typer.Option(min=1, help="Calibration samples used at most.")] = 128,
+    eval_samples: Annotated[int, typer.Option(min=1, help="Fidelity samples used at most.")] = 256,
     provider: Annotated[str, typer.Option(help="Execution provider for measurements.")] = "cpu",
     shape: ShapeOpt = None,
     overwrite_input: OverwriteInputOpt = False,
@@ -95,6 +103,7 @@ def quantize_cmd(
         precision=precision,
         quant_format=quant_format,
         per_channel=per_channel,
+        reduce_range=reduce_range,
         bits=bits,
         block_size=block_size,
         accuracy_level=accuracy_level,
@@ -110,6 +119,7 @@ def quantize_cmd(
         bench_seconds=bench_seconds,
         threads=threads or None,
         max_calibration_samples=max_samples,
+        max_eval_samples=eval_samples,
         provider=provider,
     )
     with progress_bar(quiet or json_out) as on_progress:

@@ -38,6 +38,7 @@ class Workspace:
     options: QuantizeOptions
     model: ir.Model  # canonical original (Constant weights lifted, every node named)
     calibration: Feeds
+    calibration_feeds: list[dict[str, np.ndarray]]  # the samples, stacked where the model allows
     _counter: itertools.count = field(default_factory=itertools.count)
     _prepared: dict[bool, Prepared] = field(default_factory=dict)
     _absmax: dict[str, float] | None = None
@@ -97,7 +98,7 @@ def mode_build(ws: Workspace, mode: Mode) -> ModeBuild:
                     prep.path,
                     out,
                     options=options,
-                    feeds=ws.calibration.samples,
+                    feeds=ws.calibration_feeds,
                     op_types=op_types,
                     per_channel=prep.per_channel,
                     cache=cache,
@@ -110,12 +111,16 @@ def mode_build(ws: Workspace, mode: Mode) -> ModeBuild:
                     out,
                     op_types=op_types,
                     per_channel=prep.per_channel,
+                    reduce_range=options.effective_reduce_range,
                     nodes_to_quantize=only,
                     nodes_to_exclude=exclude,
                 )
             return out
 
-        return ModeBuild(build, _nodes(prep.load(), op_types), list(prep.notes))
+        notes = list(prep.notes)
+        if options.reduce_range is None and options.effective_reduce_range:
+            notes.append("7-bit weights (reduce_range): this CPU has no VNNI, full-range u8s8 would saturate")
+        return ModeBuild(build, _nodes(prep.load(), op_types), notes)
 
     if mode is Mode.WEIGHT_ONLY:
         proto = ir.to_proto(ws.model)

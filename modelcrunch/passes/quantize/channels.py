@@ -18,8 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 
-from modelcrunch.runtime.session import make_session
+from modelcrunch.runtime.session import Runner, make_session
 
 RANGE_FLOOR = 1e-3
 
@@ -32,16 +33,21 @@ def _per_channel(array: np.ndarray) -> np.ndarray:
 
 
 def worst_channel_error(
-    reference: Path,
-    candidate: Path,
+    reference: Path | ort.InferenceSession,
+    candidate: Path | ort.InferenceSession,
     feeds: Sequence[dict[str, np.ndarray]],
     *,
     provider: str = "cpu",
     threads: int | None = None,
 ) -> float:
-    """Max over float outputs and channels of ``channel_error`` (0 = identical; inf when non-finite)."""
-    ref_session = make_session(reference, provider=provider, threads=threads)
-    cand_session = make_session(candidate, provider=provider, threads=threads)
+    """Max over float outputs and channels of ``channel_error`` (0 = identical; inf when non-finite).
+
+    ``feeds`` may hold several samples each (stacked on axis 0): the statistics are the same.
+    """
+    ref_session, cand_session = (
+        m if isinstance(m, Runner) else make_session(m, provider=provider, threads=threads)
+        for m in (reference, candidate)
+    )
     stats: dict[int, list[np.ndarray]] = {}
     for feed in feeds:
         for k, (r, c) in enumerate(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import platform
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 
 from modelcrunch.errors import ModelcrunchError
 
@@ -61,6 +64,7 @@ class QuantizeOptions:
     precision: Precision = Precision.U8S8
     quant_format: QuantFormat = QuantFormat.QDQ
     per_channel: bool = True
+    reduce_range: bool | None = None  # 7-bit int8 weights; None = only where u8s8 could saturate
     bits: int = 4  # weight-only
     block_size: int = 32  # weight-only
     accuracy_level: int | None = 4  # MatMulNBits compute: 4 = int8 (fast on CPU), 0 = fp32
@@ -104,6 +108,11 @@ class QuantizeOptions:
             raise ModelcrunchError("sample limits must be positive")
 
     @property
+    def effective_reduce_range(self) -> bool:
+        """7-bit weights where the CPU's u8s8 kernels could saturate (see ``u8s8_saturates``)."""
+        return self.reduce_range if self.reduce_range is not None else u8s8_saturates()
+
+    @property
     def effective_min_cosine(self) -> float:
         """The cosine target (also used when only --max-drop is given, as a safety net)."""
         return self.min_cosine if self.min_cosine is not None else 0.99
@@ -116,3 +125,28 @@ _ENUM_FIELDS: dict[str, type[Enum]] = {
     "quant_format": QuantFormat,
     "weight_algorithm": WeightAlgorithm,
 }
+
+
+_VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+@functools.cache
+def u8s8_saturates() -> bool:
+    """True on x86 CPUs without VNNI (AVX2/AVX-512BW only).
+
+    There MLAS multiplies uint8 activations by int8 weights with ``vpmaddubsw``, which adds two
+    u8*s8 products into a saturating int16: with full-range weights, 255*127*2 > 32767 and large
+    activations clip. 7-bit weights (``reduce_range``) make 255*63*2 fit. On the sample digits CNN
+    this is the difference between output cosine 0.993 and 0.9998 at the same speed. VNNI CPUs
+    (``vpdpbusd``, 32-bit accumulation) and ARM never saturate.
+    """
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
+        return False
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return True  # x86 of unknown kind: 7-bit weights are safe everywhere
+    flags = next(
+        (line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []
+    )
+    return not _VNNI_FLAGS & set(flags)

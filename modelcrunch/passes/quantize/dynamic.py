@@ -1,9 +1,10 @@
 """Dynamic int8: int8 weights, activations quantized at run time, via ``quantize_dynamic``.
 
 Rewrites ``MatMul(x, W)`` into ``MatMulInteger(DynamicQuantizeLinear(x), W_q)`` (+ scale Mul), Gemm
-and Attention likewise; ``W_q = round(W / s)``, ``s = max|W| / 127`` (per column with per-channel).
-Only ops with constant weights are rewritten (``MatMulConstBOnly``). Convolutions are left alone by
-default: ConvInteger has no fast CPU kernel and made every real CNN slower.
+and Attention likewise; ``W_q = round(W / s)``, ``s = max|W| / 127`` (per column with
+per-channel; ``/ 63`` with reduce_range, the default where the CPU's u8s8 kernels saturate:
+``config.u8s8_saturates``). Only ops with constant weights are rewritten (``MatMulConstBOnly``).
+Convolutions are left alone by default: ConvInteger has no fast CPU kernel and made every real CNN slower.
 
 Limits: no calibration, so activations' scales are per batch; pays off only for MatMul-heavy
 models (transformers, MLPs).
@@ -23,6 +24,7 @@ def quantize_dynamic_model(
     *,
     op_types: Sequence[str],
     per_channel: bool,
+    reduce_range: bool = False,
     nodes_to_quantize: Sequence[str] | None = None,
     nodes_to_exclude: Sequence[str] = (),
 ) -> None:
@@ -32,6 +34,7 @@ def quantize_dynamic_model(
         str(dst),
         op_types_to_quantize=list(op_types),
         per_channel=per_channel,
+        reduce_range=reduce_range,
         weight_type=ortq.QuantType.QInt8,
         nodes_to_quantize=list(nodes_to_quantize) if nodes_to_quantize is not None else None,
         nodes_to_exclude=list(nodes_to_exclude),

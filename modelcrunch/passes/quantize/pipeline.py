@@ -18,12 +18,13 @@ from pathlib import Path
 
 import onnx
 import onnx_ir as ir
+import onnxruntime as ort
 
 from modelcrunch.errors import GateFailed, ModelcrunchError, VerificationError
 from modelcrunch.io import load_model, model_size_bytes, save_model
 from modelcrunch.passes.quantize import auto
 from modelcrunch.passes.quantize.builders import Workspace, mode_build, nonfinite_outputs
-from modelcrunch.passes.quantize.calibration import Feeds, load_feeds
+from modelcrunch.passes.quantize.calibration import Feeds, batched, load_feeds, stack
 from modelcrunch.passes.quantize.channels import worst_channel_error
 from modelcrunch.passes.quantize.config import DYNAMIC_OP_TYPES, Mode, QuantizeOptions
 from modelcrunch.passes.quantize.fp16 import keep_reasons
@@ -38,12 +39,14 @@ from modelcrunch.passes.quantize.report import (
 from modelcrunch.passes.quantize.sensitivity import Score, guard
 from modelcrunch.passes.quantize.storage import MIN_ELEMENTS
 from modelcrunch.runtime.fidelity import Fidelity, measure_fidelity
+from modelcrunch.runtime.session import make_session
 
 logger = logging.getLogger(__name__)
 
 PROBE_SAMPLES = 16
 CHANNEL_SAMPLES = 64
 BENCH_FEEDS = 4
+MEMO_BYTES = 256 << 20
 Progress = Callable[[str, int, int], None] | None
 
 
@@ -86,46 +89,79 @@ def _name_nodes(model: ir.Model) -> None:
             seen.add(node.name)
 
 
-def _build_mode(
-    ws: Workspace, mode: Mode, reference: Path, evaluation: Feeds, on_progress: Progress
-) -> _Built:
+class _Memo:
+    """A session that runs each feed once: outputs are kept by the identity of the feed's arrays.
+
+    The reference model's outputs are computed once per run and replayed for every candidate, and
+    a candidate's outputs serve both the fidelity and the channel-error measurement. Only for
+    feeds whose arrays stay alive (the judge's lists). Memory: at most ``MEMO_BYTES`` of outputs;
+    feeds beyond that are simply run again.
+    """
+
+    def __init__(self, session: ort.InferenceSession) -> None:
+        self._session = session
+        self._outputs: dict[tuple, list] = {}
+        self._bytes = 0
+
+    def get_inputs(self):  # noqa: ANN201
+        return self._session.get_inputs()
+
+    def get_outputs(self):  # noqa: ANN201
+        return self._session.get_outputs()
+
+    def run(self, output_names, input_feed, run_options=None) -> list:  # noqa: ANN001
+        key = tuple((name, id(value)) for name, value in input_feed.items())
+        if output_names is not None or run_options is not None:
+            return self._session.run(output_names, input_feed, run_options)
+        if key in self._outputs:
+            return self._outputs[key]
+        outputs = self._session.run(None, input_feed)
+        size = sum(getattr(o, "nbytes", 0) for o in outputs)
+        if self._bytes + size <= MEMO_BYTES:
+            self._outputs[key] = outputs
+            self._bytes += size
+        return outputs
+
+
+@dataclass(frozen=True)
+class _Judge:
+    """Fidelity measurement shared by every candidate of a run: the evaluation samples stacked
+    into batches where the model allows it (``calibration.batched``), the reference run once."""
+
+    reference: ort.InferenceSession
+    feeds: list[dict]  # every evaluation sample; the probe and channel sets are prefixes of it
+    size: int  # samples per feed
+    labels: object
+    options: QuantizeOptions
+
+    @classmethod
+    def create(cls, session: ort.InferenceSession, evaluation: Feeds, options: QuantizeOptions) -> _Judge:
+        size = batched(session, evaluation.samples)
+        return cls(_Memo(session), stack(evaluation.samples, size), size, evaluation.labels, options)
+
+    def _prefix(self, samples: int) -> list[dict]:
+        return self.feeds[: max(1, math.ceil(samples / self.size))]
+
+    def score(self, path: Path, *, probe: bool, weight: float) -> Score:
+        candidate = _Memo(make_session(path, provider=self.options.provider, threads=self.options.threads))
+        feeds = self._prefix(PROBE_SAMPLES) if probe else self.feeds
+        fidelity = measure_fidelity(self.reference, candidate, feeds, labels=None if probe else self.labels)
+        channel = worst_channel_error(
+            self.reference, candidate, feeds if probe else self._prefix(CHANNEL_SAMPLES)
+        )
+        return Score(fidelity, channel, weight)
+
+
+def _build_mode(ws: Workspace, mode: Mode, judge: _Judge, on_progress: Progress) -> _Built:
     options = ws.options
     spec = mode_build(ws, mode)
-    probe_feeds = evaluation.samples[:PROBE_SAMPLES]
     weight = 0.0 if options.max_channel_error is None else 0.01
 
     def measure(path: Path) -> Score:
-        fidelity = measure_fidelity(
-            reference,
-            path,
-            evaluation.samples,
-            labels=evaluation.labels,
-            provider=options.provider,
-            threads=options.threads,
-        )
-        return Score(
-            fidelity,
-            worst_channel_error(
-                reference,
-                path,
-                evaluation.samples[:CHANNEL_SAMPLES],
-                provider=options.provider,
-                threads=options.threads,
-            ),
-            weight,
-        )
+        return judge.score(path, probe=False, weight=weight)
 
     def probe(path: Path) -> Score:
-        fidelity = measure_fidelity(
-            reference, path, probe_feeds, provider=options.provider, threads=options.threads
-        )
-        return Score(
-            fidelity,
-            worst_channel_error(
-                reference, path, probe_feeds, provider=options.provider, threads=options.threads
-            ),
-            weight,
-        )
+        return judge.score(path, probe=True, weight=weight)
 
     user = list(options.exclude)
     layers = [n for n in spec.layers if n not in set(user)] if options.sensitivity else []
@@ -247,37 +283,28 @@ def quantize_model(
         work = Path(tmp)
         reference = work / "reference.onnx"
         ir.save(model, reference)
-        calib = load_feeds(
-            calibration,
-            reference,
-            limit=options.max_calibration_samples,
-            provider=options.provider,
-            shapes=shapes,
-        )
+        session = make_session(reference, provider=options.provider, threads=options.threads)
+        calib = load_feeds(calibration, session, limit=options.max_calibration_samples, shapes=shapes)
         evals = (
-            load_feeds(
-                evaluation,
-                reference,
-                limit=options.max_eval_samples,
-                provider=options.provider,
-                shapes=shapes,
-            )
+            load_feeds(evaluation, session, limit=options.max_eval_samples, shapes=shapes)
             if evaluation is not None
-            else calib
+            else calib.head(options.max_eval_samples)
         )
         if calib.synthetic:
             warnings.append(
                 "no --calibration data: ranges come from SYNTHESIZED random inputs and fidelity is "
                 "measured on them too — ACCURACY ON REAL DATA IS UNKNOWN"
             )
-        ws = Workspace(work, options, model, calib)
+        judge = _Judge.create(session, evals, options)
+        calib_feeds = stack(calib.samples, batched(session, calib.samples))
+        ws = Workspace(work, options, model, calib, calib_feeds)
         before = ir.to_proto(model)
         modes = auto.candidate_modes(before) if options.mode is Mode.AUTO else [options.mode]
         built: list[_Built] = []
         for mode in modes:
             try:
                 with _quiet_ort_logging():
-                    built.append(_build_mode(ws, mode, reference, evals, on_progress))
+                    built.append(_build_mode(ws, mode, judge, on_progress))
             except (ModelcrunchError, KeyboardInterrupt, MemoryError):
                 raise
             except Exception as exc:  # noqa: BLE001 - ORT's tools fail in many ways on real models
@@ -391,8 +418,6 @@ def _finite(value: float) -> float | None:
 
 
 def _run_once(path: Path, feeds: Feeds, options: QuantizeOptions) -> None:
-    from modelcrunch.runtime.session import make_session
-
     try:
         make_session(path, provider=options.provider, threads=options.threads).run(None, feeds.samples[0])
     except Exception as exc:  # noqa: BLE001

@@ -2,7 +2,9 @@
 
 Rewrites each selected node ``y = op(x, W)`` into ``y = op(DQ(Q(x)), DQ(W_q))`` (QDQ format; ORT
 fuses the groups into QLinearConv / QLinearMatMul kernels) or into QOperator nodes. Per-channel
-weights: ``W_q[c] = round(W[c] / s_c)``, ``s_c = max|W[c]| / 127``. Activation ranges come from the
+weights: ``W_q[c] = round(W[c] / s_c)``, ``s_c = max|W[c]| / 127`` (``/ 63`` with reduce_range,
+the default on x86 CPUs without VNNI, whose u8s8 kernels saturate otherwise: see
+``config.u8s8_saturates``). Activation ranges come from the
 calibration method (minmax, entropy, percentile) over the calibration feeds; they are computed
 once and cached in the caller's temporary folder, so repeated quantizations (sensitivity
 analysis) reuse them.
@@ -81,6 +83,7 @@ def _run(src, dst, options, feeds, op_types, per_channel, cache, nodes_to_quanti
         quant_format=fmt,
         op_types_to_quantize=list(op_types),
         per_channel=per_channel,
+        reduce_range=options.effective_reduce_range,
         activation_type=activation,
         weight_type=ortq.QuantType.QInt8,
         nodes_to_quantize=list(nodes_to_quantize) if nodes_to_quantize is not None else None,
