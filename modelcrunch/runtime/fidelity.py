@@ -24,12 +24,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx_ir as ir
-import onnxruntime as ort
 
 from modelcrunch.errors import ModelcrunchError
-from modelcrunch.runtime.session import make_session, run_checked
+from modelcrunch.runtime.session import Runner, make_session, run_checked
 
-ModelOrSession = str | os.PathLike | ir.Model | ort.InferenceSession
+ModelOrSession = str | os.PathLike | ir.Model | Runner
 Outputs = Mapping[str, np.ndarray] | Sequence[np.ndarray]
 
 
@@ -186,14 +185,8 @@ def compare_outputs(reference: Outputs, candidate: Outputs) -> Fidelity:
 # --------------------------------------------------------------------------------------------
 
 
-def as_session(
-    model: ModelOrSession, *, provider: str = "cpu", threads: int | None = None
-) -> ort.InferenceSession:
-    return (
-        model
-        if isinstance(model, ort.InferenceSession)
-        else make_session(model, provider=provider, threads=threads)
-    )
+def as_session(model: ModelOrSession, *, provider: str = "cpu", threads: int | None = None) -> Runner:
+    return model if isinstance(model, Runner) else make_session(model, provider=provider, threads=threads)
 
 
 def _predictions(outputs: dict[str, np.ndarray], output: str | None) -> np.ndarray:

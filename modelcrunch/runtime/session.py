@@ -19,6 +19,7 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import onnx_ir as ir
 import onnxruntime as ort
@@ -173,3 +174,15 @@ def run_checked(session: ort.InferenceSession, feed: Mapping[str, object], *, na
     except Exception as exc:  # noqa: BLE001 - ORT raises Fail/InvalidArgument/RuntimeException
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelcrunchError(f"{name}: ONNX Runtime failed to run on these inputs ({detail})") from exc
+
+
+@runtime_checkable
+class Runner(Protocol):
+    """What the measuring code needs of a session: ``ort.InferenceSession`` or a wrapper of one
+    (e.g. one that replays cached outputs)."""
+
+    def run(self, output_names, input_feed, run_options=None) -> list: ...  # noqa: ANN001
+
+    def get_inputs(self) -> list: ...
+
+    def get_outputs(self) -> list: ...
