@@ -199,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as exc:  # noqa: BLE001 - one model's failure must not lose the table
                 rows = [{"model": name, "mode": ",".join(m.value for m in modes), "error": str(exc)[:90]}]
             for row in rows:
-                console.print(row, style="dim")  # progress, in case a later model fails hard
+                # progress, in case a later model fails hard
+                console.print(f"{row['model']} {row['mode']}: {row.get('error', 'done')}", style="dim")
                 if "error" in row:
                     table.add_row(row["model"], row["mode"], "error: " + row["error"])
                     continue

@@ -45,10 +45,5 @@ app.command("factorize")(factorize.factorize_cmd)
 
 
 def main() -> None:
-    # Some onnxruntime.quantization modules call logging.basicConfig(level=INFO) on import; the CLI
-    # owns the root logger: warnings and errors only, on stderr.
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     app()

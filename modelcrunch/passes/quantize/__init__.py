@@ -1,6 +1,7 @@
 """Quantization: int8 (dynamic, static), weight-only MatMulNBits, storage-only int8 and fp16,
 built on ``onnxruntime.quantization`` with pre-processing, an accuracy guard and a speed guard."""
 
+from modelcrunch.passes.quantize import _ort  # noqa: F401  (first: tames ORT's logging set-up)
 from modelcrunch.passes.quantize.config import (
     CalibrationMethod,
     Mode,
