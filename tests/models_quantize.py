@@ -71,6 +71,74 @@ def matmul_proto(*, opset: int = 17) -> onnx.ModelProto:
     )
 
 
+def embedding_proto() -> onnx.ModelProto:
+    """ids[batch,8] → Gather(table 512x64) → MatMul 64x1024 + bias → Relu → ReduceMean → [batch,1024].
+
+    The bias is big enough (1024) that only the weight-slot rule keeps it out of int8 storage."""
+    inits = {"table": _w(512, 64), "w": _w(64, 1024), "b": _w(1024)}
+    nodes = [
+        helper.make_node("Gather", ["table", "ids"], ["emb"], name="embed"),
+        helper.make_node("MatMul", ["emb", "w"], ["h"], name="mm"),
+        helper.make_node("Add", ["h", "b"], ["hb"], name="bias"),
+        helper.make_node("Relu", ["hb"], ["r"], name="relu"),
+        helper.make_node("ReduceMean", ["r"], ["out"], name="pool", axes=[1], keepdims=0),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", 8])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 1024])],
+        inits,
+        17,
+    )
+
+
+def outlier_token_proto(*, opset: int = 17) -> onnx.ModelProto:
+    """x[batch,8,64] * row scales (token 7 is 1000x the others) → MatMul 64x64 → tokens 0..6.
+
+    One outlier token sets a per-tensor activation scale that flattens every other token: the
+    trap per-token int8 exists for. The output leaves the outlier out, so the damage shows."""
+    scales = np.ones((8, 1), np.float32)
+    scales[7] = 1000.0
+    inits = {
+        "token_scale": scales,
+        "w": _w(64, 64),
+        "starts": np.array([0], np.int64),
+        "ends": np.array([7], np.int64),
+        "axes": np.array([1], np.int64),
+    }
+    nodes = [
+        helper.make_node("Mul", ["x", "token_scale"], ["xs"], name="scale_tokens"),
+        helper.make_node("MatMul", ["xs", "w"], ["h"], name="mm"),
+        helper.make_node("Slice", ["h", "starts", "ends", "axes"], ["out"], name="drop_outlier"),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8, 64])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 7, 64])],
+        inits,
+        opset,
+    )
+
+
+def embedding_layernorm_proto(opset: int = 14) -> onnx.ModelProto:
+    """ids[batch,8] → Gather(table 512x64) → ReduceMean(axes attribute, as before opset 18) → Sub
+    → MatMul 64x64: 4-bit Gather needs opset 21, where ReduceMean's axes became an input."""
+    inits = {"table": _w(512, 64), "w": _w(64, 64)}
+    nodes = [
+        helper.make_node("Gather", ["table", "ids"], ["emb"], name="embed"),
+        helper.make_node("ReduceMean", ["emb"], ["mean"], name="mean", axes=[-1], keepdims=1),
+        helper.make_node("Sub", ["emb", "mean"], ["centered"], name="center"),
+        helper.make_node("MatMul", ["centered", "w"], ["out"], name="mm"),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", 8])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 8, 64])],
+        inits,
+        opset,
+    )
+
+
 def mixed_range_proto(box_scale: float = 10.0, cls_scale: float = 0.2) -> onnx.ModelProto:
     """A head whose one output concatenates boxes (~50) and scores (~1): one scale crushes the scores."""
     inits = {"w1": _w(64, 64), "wbox": _w(64, 4, scale=box_scale), "wcls": _w(64, 60, scale=cls_scale)}
@@ -84,7 +152,7 @@ def mixed_range_proto(box_scale: float = 10.0, cls_scale: float = 0.2) -> onnx.M
     return _model(
         nodes,
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 64])],
-        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 64])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 1024])],
         inits,
         17,
     )

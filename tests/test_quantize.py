@@ -14,9 +14,12 @@ import typer
 from models import assert_same_signature, mlp_proto, run_ort, save_proto
 from models_quantize import (
     cnn_proto,
+    embedding_layernorm_proto,
+    embedding_proto,
     if_matmul_proto,
     matmul_proto,
     mixed_range_proto,
+    outlier_token_proto,
     softmax_overflow_proto,
     stacked_data,
 )  # fmt: skip
@@ -25,7 +28,10 @@ from typer.testing import CliRunner
 from modelcrunch.cli.quantize import quantize_cmd
 from modelcrunch.errors import EXIT_BAD_INPUT, EXIT_GATE, GateFailed
 from modelcrunch.passes.quantize import Mode, QuantizeOptions, quantize_model
+from modelcrunch.passes.quantize.per_token import per_token_rewrite
 from modelcrunch.passes.quantize.report import SCHEMA
+from modelcrunch.passes.quantize.sensitivity import Score, guard
+from modelcrunch.runtime.fidelity import Fidelity, OutputFidelity
 
 FAST = {"bench": False, "max_calibration_samples": 16, "max_eval_samples": 16}
 
@@ -126,6 +132,115 @@ def test_dynamic(mm, tmp_path):
     check(src, out, FEED_MM, min_cosine=0.99)
     assert ops(out).get("MatMulInteger", 0) + ops(out).get("DynamicQuantizeMatMul", 0) == 3
     assert report.op_counts.get("DynamicQuantizeLinear", 0) >= 1
+
+
+@pytest.mark.parametrize("compact", [True, False])
+def test_dynamic_stores_the_embedding_int8_unless_asked_not_to(tmp_path, compact):
+    src = save_proto(embedding_proto(), tmp_path / "emb.onnx")
+    rng = np.random.default_rng(0)
+    data = tmp_path / "ids.npz"
+    np.savez(data, ids=rng.integers(0, 512, (16, 8)).astype(np.int64))
+    out = tmp_path / "q.onnx"
+    options = QuantizeOptions(mode=Mode.DYNAMIC, compact=compact, **FAST)
+    report = quantize_model(src, out, options, calibration=data)
+    check(src, out, {"ids": rng.integers(0, 512, (2, 8)).astype(np.int64)}, min_cosine=0.99)
+    inits = {t.name: t.data_type for t in onnx.load(str(out)).graph.initializer}
+    assert (inits.get("table_int8") == onnx.TensorProto.INT8) is compact
+    assert ("table" in inits) is not compact
+    assert inits.get("b") == onnx.TensorProto.FLOAT  # biases are never stored int8
+    assert ("embed" in report.nodes_quantized) is compact
+
+
+def ids_data(path: Path, n: int = 16, seed: int = 0) -> Path:
+    np.savez(path, ids=np.random.default_rng(seed).integers(0, 512, (n, 8)).astype(np.int64))
+    return path
+
+
+def test_storage_gathers_embedding_rows_as_int8(tmp_path):
+    """Only the gathered rows are dequantized (at run time): no fp32 copy of the table exists."""
+    src = save_proto(embedding_proto(), tmp_path / "emb.onnx")
+    out = tmp_path / "q.onnx"
+    quantize_model(
+        src, out, QuantizeOptions(mode=Mode.STORAGE, **FAST), calibration=ids_data(tmp_path / "i.npz")
+    )
+    model = onnx.load(str(out))
+    gather = next(n for n in model.graph.node if n.op_type == "Gather")
+    assert gather.input[0] == "table_int8"
+    consumer = next(n for n in model.graph.node if gather.output[0] in n.input)
+    assert consumer.op_type == "Cast"
+    feed = {"ids": np.random.default_rng(3).integers(0, 512, (2, 8)).astype(np.int64)}
+    check(src, out, feed, min_cosine=0.9999)
+
+
+@pytest.mark.parametrize("opset", [17, 18])
+def test_per_token_rewrite_is_close_and_keeps_the_name(tmp_path, opset):
+    proto = outlier_token_proto(opset=opset)
+    src = save_proto(proto, tmp_path / "src.onnx")
+    assert per_token_rewrite(proto, ["mm"]) == ["mm"]
+    onnx.checker.check_model(proto, full_check=True)
+    dst = save_proto(proto, tmp_path / "pt.onnx")
+    assert {n.name: n.op_type for n in proto.graph.node}["mm"] == "MatMulInteger"
+    assert "w" not in {t.name for t in proto.graph.initializer}
+    feed = {"x": np.random.default_rng(2).random((3, 8, 64)).astype(np.float32)}
+    check(src, dst, feed, min_cosine=0.9999)
+
+
+def test_dynamic_sensitive_layer_gets_per_token_before_float(tmp_path):
+    """Per-tensor int8 destroys the small tokens (cosine << 0.99); the guard gives the MatMul
+    per-token activations (still int8). With --no-per-token it can only keep it float, and a model
+    with every layer float is not quantized: the gate fails and nothing is written."""
+    proto = outlier_token_proto()
+    src = save_proto(proto, tmp_path / "src.onnx")
+    calib = stacked_data(proto, tmp_path / "c.npz")
+    plain_options = QuantizeOptions(mode=Mode.DYNAMIC, sensitivity=False, **FAST)
+    plain = quantize_model(src, tmp_path / "plain.onnx", plain_options, calibration=calib)
+    assert plain.fidelity["worst_cosine"] < 0.99
+    out = tmp_path / "q.onnx"
+    options = QuantizeOptions(mode=Mode.DYNAMIC, min_cosine=0.999, **FAST)
+    report = quantize_model(src, out, options, calibration=calib)
+    assert report.target["met"] and "mm" in report.nodes_quantized and ops(out).get("MatMulInteger") == 1
+    assert any("per-token" in note for note in report.preprocessing)
+    check(src, out, {"x": np.random.default_rng(2).random((2, 8, 64)).astype(np.float32)}, min_cosine=0.999)
+    with pytest.raises(GateFailed, match="not met"):
+        quantize_model(src, tmp_path / "f.onnx", replace(options, per_token=False), calibration=calib)
+    assert not (tmp_path / "f.onnx").exists()
+
+
+def _score(loss: float) -> Score:
+    output = OutputFidelity("y", 0.0, 0.0, 1.0 - loss, 0.0, None)
+    return Score(Fidelity(samples=1, outputs=[output]), 0.0)
+
+
+def test_guard_keeps_the_fewest_layers_float(tmp_path):
+    """Additive per-layer losses: the bisection finds the smallest count that meets the target."""
+    losses = {f"n{i}": 0.001 * (i + 1) for i in range(20)}  # n19 worst
+    built: list[tuple[str, ...]] = []
+
+    def build(only, exclude):
+        built.append(tuple(exclude))
+        path = tmp_path / f"{len(built)}.onnx"
+        path.write_text(",".join(only or [n for n in losses if n not in exclude]))
+        return path
+
+    def measure(path):
+        names = [n for n in path.read_text().split(",") if n]
+        return _score(sum(losses[n] for n in names))
+
+    result = guard(list(losses), build, measure, measure, lambda s: s.loss <= 0.12, target="loss <= 0.12")
+    # total 0.21; dropping the k worst (0.020, 0.019, ...) meets 0.12 first at k = 5 (0.21 - 0.09)
+    assert result.met and sorted(result.excluded) == sorted(f"n{i}" for i in range(15, 20))
+
+
+def test_weight_only_raises_opset_properly_for_4_bit_gather(tmp_path):
+    """ORT's quantizer only relabels an opset-14 model as 21, which breaks ReduceMean's axes."""
+    src = save_proto(embedding_layernorm_proto(), tmp_path / "src.onnx")
+    out = tmp_path / "q.onnx"
+    options = QuantizeOptions(mode=Mode.WEIGHT_ONLY, sensitivity=False, **FAST)
+    report = quantize_model(src, out, options, calibration=ids_data(tmp_path / "i.npz"))
+    assert "GatherBlockQuantized" in ops(out)
+    assert any("opset raised from 14 to 21" in note for note in report.preprocessing)
+    feed = {"ids": np.random.default_rng(3).integers(0, 512, (2, 8)).astype(np.int64)}
+    check(src, out, feed, min_cosine=0.98)
 
 
 def test_weight_only_int4(mm, tmp_path):

@@ -84,6 +84,14 @@ def quantize_cmd(
     ] = None,
     require_faster: Annotated[bool, typer.Option(help="Fail (exit 3) unless the result is faster.")] = False,
     sensitivity: Annotated[bool, typer.Option(help="Keep the worst layers float to meet the target.")] = True,
+    compact: Annotated[
+        bool,
+        typer.Option(help="dynamic/static: store weights they leave float (embeddings...) as int8 too."),
+    ] = True,
+    per_token: Annotated[
+        bool,
+        typer.Option(help="dynamic: sensitive MatMuls get per-token int8 activations before staying float."),
+    ] = True,
     bench: Annotated[bool, typer.Option(help="Benchmark against the original (interleaved).")] = True,
     bench_seconds: Annotated[float, typer.Option(min=0.1, help="Benchmark time budget.")] = 4.0,
     threads: Annotated[int, typer.Option(min=0, help="Intra-op threads for measurements.")] = 2,
@@ -115,6 +123,8 @@ def quantize_cmd(
         max_channel_error=max_channel_error,
         require_faster=require_faster,
         sensitivity=sensitivity,
+        compact=compact,
+        per_token=per_token,
         bench=bench,
         bench_seconds=bench_seconds,
         threads=threads or None,

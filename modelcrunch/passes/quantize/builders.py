@@ -20,12 +20,13 @@ from modelcrunch.passes.quantize.calibration import Feeds
 from modelcrunch.passes.quantize.config import DYNAMIC_OP_TYPES, STATIC_OP_TYPES, Mode, QuantizeOptions
 from modelcrunch.passes.quantize.dynamic import quantize_dynamic_model
 from modelcrunch.passes.quantize.fp16 import convert_fp16
+from modelcrunch.passes.quantize.per_token import per_token_rewrite
 from modelcrunch.passes.quantize.preprocess import Prepared, prepare
 from modelcrunch.passes.quantize.ranges import activation_absmax
 from modelcrunch.passes.quantize.sensitivity import Build
 from modelcrunch.passes.quantize.static import quantize_static_model
 from modelcrunch.passes.quantize.storage import storage_quantize
-from modelcrunch.passes.quantize.weight_only import quantize_weight_only_model
+from modelcrunch.passes.quantize.weight_only import gather_opset, quantize_weight_only_model
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +74,16 @@ def _nodes(model: onnx.ModelProto, op_types: Sequence[str]) -> list[str]:
     return [n.name for n in model.graph.node if n.op_type in op_types and n.name]
 
 
+def _const_weight_nodes(model: onnx.ModelProto, op_types: Sequence[str]) -> list[str]:
+    """Nodes dynamic int8 rewrites (``MatMulConstBOnly``): MatMul/Gemm with a constant weight."""
+    inits = {t.name for t in model.graph.initializer}
+    return [
+        n.name
+        for n in model.graph.node
+        if n.op_type in op_types and n.name and (n.op_type not in ("MatMul", "Gemm") or n.input[1] in inits)
+    ]
+
+
 def _weighted(model: ir.Model) -> list[str]:
     names = []
     for node in model.graph:
@@ -82,6 +93,36 @@ def _weighted(model: ir.Model) -> list[str]:
         if weight is not None and weight.is_initializer():
             names.append(node.name)
     return names
+
+
+def _per_token(path: Path, nodes: Sequence[str]) -> None:
+    """The MatMuls the sensitivity analysis took out of per-tensor int8 get per-token int8 instead."""
+    if not nodes:
+        return
+    model = onnx.load(str(path))
+    if per_token_rewrite(model, nodes):
+        onnx.save(model, str(path))
+
+
+def per_token_nodes(path: Path) -> set[str]:
+    """Names of the MatMuls ``per_token_rewrite`` produced in the model at ``path``."""
+    model = onnx.load(str(path), load_external_data=False)
+    return {
+        n.name
+        for n in model.graph.node
+        if n.op_type == "MatMulInteger" and f"{n.name}_per_token_Wq" in n.input
+    }
+
+
+def _compact(path: Path, exclude: Sequence[str]) -> None:
+    """Store the float weights a dynamic/static pass left (embedding tables, Convs under dynamic
+    int8, layers the sensitivity analysis kept float) in the int8 storage form: they still compute
+    in fp32, and the weight rounding (<= 1/254 per channel) is not what hurt them — activation
+    quantization is. The result is measured like any candidate. ``exclude`` (the user's
+    ``--exclude``) stays exact."""
+    model = ir.load(path)
+    if storage_quantize(model, exclude=frozenset(exclude), weight_slots_only=True):
+        ir.save(model, path)
 
 
 def mode_build(ws: Workspace, mode: Mode) -> ModeBuild:
@@ -115,27 +156,35 @@ def mode_build(ws: Workspace, mode: Mode) -> ModeBuild:
                     nodes_to_quantize=only,
                     nodes_to_exclude=exclude,
                 )
+            if mode is Mode.DYNAMIC and options.per_token:
+                _per_token(out, [n for n in exclude if n not in set(options.exclude)])
+            if options.compact:
+                _compact(out, options.exclude)
             return out
 
         notes = list(prep.notes)
         if options.reduce_range is None and options.effective_reduce_range:
             notes.append("7-bit weights (reduce_range): this CPU has no VNNI, full-range u8s8 would saturate")
-        return ModeBuild(build, _nodes(prep.load(), op_types), notes)
+        prepared = prep.load()
+        layers = (
+            _nodes(prepared, op_types) if mode is Mode.STATIC else _const_weight_nodes(prepared, op_types)
+        )
+        return ModeBuild(build, layers, notes)
 
     if mode is Mode.WEIGHT_ONLY:
-        proto = ir.to_proto(ws.model)
+        proto, gathers, notes = gather_opset(ir.to_proto(ws.model), options)
 
         def build(only: Sequence[str] | None, exclude: Sequence[str]) -> Path:
             copy = onnx.ModelProto()
             copy.CopyFrom(proto)
             out = ws.new_path(mode.value)
             quantized = quantize_weight_only_model(
-                copy, options=options, nodes_to_quantize=only, nodes_to_exclude=exclude
+                copy, options=options, gathers=gathers, nodes_to_quantize=only, nodes_to_exclude=exclude
             )
             onnx.save(quantized, str(out))
             return out
 
-        return ModeBuild(build, _nodes(proto, ("MatMul", "Gather")), [])
+        return ModeBuild(build, _nodes(proto, ("MatMul", "Gather") if gathers else ("MatMul",)), notes)
 
     if mode is Mode.STORAGE:
 

@@ -76,6 +76,8 @@ class QuantizeOptions:
     max_channel_error: float | None = None  # gate: worst output-channel error / that channel's scale
     require_faster: bool = False
     sensitivity: bool = True  # keep the worst layers in float until the target is met
+    compact: bool = True  # dynamic/static: store the float weights they leave (embeddings...) as int8
+    per_token: bool = True  # dynamic: sensitive MatMuls get per-token int8 activations before float
     max_calibration_samples: int = 128
     max_eval_samples: int = 256
     threads: int | None = 2

@@ -23,7 +23,7 @@ import onnxruntime as ort
 from modelcrunch.errors import GateFailed, ModelcrunchError, VerificationError
 from modelcrunch.io import load_model, model_size_bytes, save_model
 from modelcrunch.passes.quantize import auto
-from modelcrunch.passes.quantize.builders import Workspace, mode_build, nonfinite_outputs
+from modelcrunch.passes.quantize.builders import Workspace, mode_build, nonfinite_outputs, per_token_nodes
 from modelcrunch.passes.quantize.calibration import Feeds, batched, load_feeds, stack
 from modelcrunch.passes.quantize.channels import worst_channel_error
 from modelcrunch.passes.quantize.config import DYNAMIC_OP_TYPES, Mode, QuantizeOptions
@@ -59,6 +59,11 @@ class _Built:
     excluded: dict[str, str]
     met: bool
     notes: list[str]
+    per_token: frozenset[str] = frozenset()  # sensitive MatMuls given per-token int8, not float
+
+
+#: What the sensitivity analysis does with a dynamic int8 layer that hurts (``per_token.py``).
+PER_TOKEN_ACTION = "given per-token int8 activations"
 
 
 def _meets(options: QuantizeOptions, score: Score) -> bool:
@@ -173,22 +178,33 @@ def _build_mode(ws: Workspace, mode: Mode, judge: _Judge, on_progress: Progress)
         lambda f: _meets(options, f),
         base_exclude=user,
         target=_target_text(options),
+        action=PER_TOKEN_ACTION if mode is Mode.DYNAMIC and options.per_token else "kept float",
         on_progress=on_progress,
     )
     notes = list(spec.notes)
     met = result.met
+    per_token = per_token_nodes(result.path) if mode is Mode.DYNAMIC and options.per_token else set()
+    if per_token:
+        notes.append(f"{len(per_token)} sensitive MatMuls use per-token int8 activations instead of float")
     if mode is Mode.FP16:
         bad = nonfinite_outputs(result.path, ws.calibration.samples)
         if bad:
             notes.append(f"fp16 gives NaN/inf on {bad} calibration samples")
             met = False
-    if result.excluded and len(result.excluded) >= len(layers):
+    if result.excluded and len(set(result.excluded) - per_token) >= len(layers):
         notes.append("every layer had to stay float to meet the target")
         met = False
     excluded = {name: "excluded by --exclude" for name in user} | result.excluded
     if mode is Mode.FP16:
         excluded = keep_reasons(ws.model, ws.absmax(), frozenset(excluded)) | excluded
-    return _Built(mode, result.path, result.score.fidelity, result.score.channel_error, excluded, met, notes)
+    excluded = {
+        name: reason if name in per_token else reason.replace(PER_TOKEN_ACTION, "kept float")
+        for name, reason in excluded.items()
+    }
+    return _Built(
+        mode, result.path, result.score.fidelity, result.score.channel_error, excluded, met, notes,
+        frozenset(per_token),
+    )  # fmt: skip
 
 
 def _excluded_nodes(
@@ -197,7 +213,9 @@ def _excluded_nodes(
     floats = still_float(after)
     quantized, excluded = [], []
     for name, op_type, owner in weighted_nodes(before):
-        if name in built.excluded:
+        if name in built.per_token:
+            quantized.append(name)
+        elif name in built.excluded:
             excluded.append(ExcludedNode(name, op_type, built.excluded[name]))
         elif name in floats and owner is not None:
             excluded.append(
@@ -212,7 +230,7 @@ def _excluded_nodes(
             excluded.append(ExcludedNode(name, op_type, _why_float(built.mode, op_type)))
         else:
             quantized.append(name)
-    listed = {n.name for n in excluded}
+    listed = {n.name for n in excluded} | built.per_token
     op_types = {node.name: node.op_type for node in before.graph.node}
     excluded += [
         ExcludedNode(name, op_types.get(name, "?"), reason)
@@ -305,9 +323,11 @@ def quantize_model(
             try:
                 with _quiet_ort_logging():
                     built.append(_build_mode(ws, mode, judge, on_progress))
-            except (ModelcrunchError, KeyboardInterrupt, MemoryError):
+            except (GateFailed, KeyboardInterrupt, MemoryError):
                 raise
             except Exception as exc:  # noqa: BLE001 - ORT's tools fail in many ways on real models
+                if options.mode is not Mode.AUTO and isinstance(exc, ModelcrunchError):
+                    raise
                 if options.mode is not Mode.AUTO:
                     raise VerificationError(
                         f"{mode.value} quantization failed: {type(exc).__name__}: {exc}"

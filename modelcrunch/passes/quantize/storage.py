@@ -5,7 +5,9 @@ Rewrites every float32 initializer ``W`` with at least ``MIN_ELEMENTS`` elements
 ``s_c = max|W[c]| / 127`` and ``W_q = clip(round(W / s), -127, 127)`` (int8). The channel axis
 follows the consumer: output channels of Conv (0) / ConvTranspose (1), output columns of MatMul
 (last) and Gemm (0 with transB, else 1), columns of an embedding Gather; per-tensor when the
-consumers disagree. Works in every graph, If/Loop bodies included.
+consumers disagree. Works in every graph, If/Loop bodies included. Embedding tables (only ever
+gathered by rows) are gathered as int8 and only the gathered rows dequantized, at run time, so
+the fp32 table never exists in memory.
 ``Cast`` + ``Mul`` is ``DequantizeLinear`` written with ops ONNX Runtime constant-folds: a real
 ``DequantizeLinear`` is deliberately not folded (it is kept for QDQ fusion), so it would run at
 every inference and block weight pre-packing — measured 1.8x slower on the sample CNN.
@@ -50,6 +52,41 @@ def _axis_for(value: ir.Value, rank: int) -> int | None:
     return axes.pop() if len(axes) == 1 else None
 
 
+def _weight_slot(node: ir.Node, index: int) -> bool:
+    """Whether input ``index`` of ``node`` is a layer's weight (not a bias, a scale or an activation)."""
+    if node.op_type in ("Conv", "ConvTranspose", "MatMul", "Gemm"):
+        return index == 1
+    return node.op_type == "Gather" and index == 0
+
+
+def _gathered_rows(graph: ir.Graph, value: ir.Value, axis: int | None) -> bool:
+    """An embedding table: only gathered by rows (of the main graph, into non-output values)."""
+    return axis == 1 and all(
+        use.node.op_type == "Gather"
+        and use.idx == 0
+        and use.node.graph is graph
+        and not use.node.outputs[0].is_graph_output()
+        for use in value.uses()
+    )
+
+
+def _dequantize_rows(graph: ir.Graph, gather: ir.Node, q_value: ir.Value, s_value: ir.Value) -> None:
+    """``Gather(table)`` → ``Mul(Cast(Gather(table_int8)), scale)``: only the gathered rows are
+    dequantized, at run time, so the fp32 table never exists (a folded Cast+Mul would hold it)."""
+    rows = gather.outputs[0]
+    uses = list(rows.uses())
+    gather.replace_input_with(0, q_value)
+    cast = ir.node("Cast", [rows], attributes={"to": ir.DataType.FLOAT}, name=f"{gather.name}_cast")
+    mul = ir.node("Mul", [cast.outputs[0], s_value], name=f"{gather.name}_dequantize")
+    mul.outputs[0].name = f"{rows.name}_dequantized"
+    mul.outputs[0].shape = rows.shape
+    mul.outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
+    rows.type = ir.TensorType(ir.DataType.INT8)
+    for use in uses:
+        use.node.replace_input_with(use.idx, mul.outputs[0])
+    graph.insert_after(gather, [cast, mul])
+
+
 def quantize_array(weights: np.ndarray, axis: int | None) -> tuple[np.ndarray, np.ndarray]:
     """(int8 values, float32 scales): symmetric, per ``axis`` or per tensor."""
     if axis is None:
@@ -65,12 +102,19 @@ def quantize_array(weights: np.ndarray, axis: int | None) -> tuple[np.ndarray, n
 
 
 def storage_quantize(
-    model: ir.Model, *, exclude: frozenset[str] = frozenset(), include: frozenset[str] | None = None
+    model: ir.Model,
+    *,
+    exclude: frozenset[str] = frozenset(),
+    include: frozenset[str] | None = None,
+    weight_slots_only: bool = False,
 ) -> list[str]:
     """Rewrite ``model`` in place; returns the names of the weights stored as int8.
 
     ``exclude`` names nodes whose weights stay float (a weight shared with one of them stays too);
-    ``include``, when given, limits the rewrite to weights read only by those nodes.
+    ``include``, when given, limits the rewrite to weights read only by those nodes;
+    ``weight_slots_only`` limits it to tensors read only as the weight of a Conv/ConvTranspose/
+    MatMul/Gemm or as an embedding table (Gather), never biases or other operands: used after
+    another quantizer has left float weights behind, beside its own float biases and scales.
     """
     quantized: list[str] = []
     for graph in model.graphs():
@@ -87,6 +131,7 @@ def storage_quantize(
                 or not value.uses()
                 or any(use.node.name in exclude for use in value.uses())
                 or (include is not None and any(use.node.name not in include for use in value.uses()))
+                or (weight_slots_only and not all(_weight_slot(u.node, u.idx) for u in value.uses()))
             ):
                 continue
             weights = tensor.numpy()
@@ -109,6 +154,12 @@ def storage_quantize(
             )
             graph.register_initializer(q_value)
             graph.register_initializer(s_value)
+            if _gathered_rows(graph, value, axis):
+                for use in list(value.uses()):
+                    _dequantize_rows(graph, use.node, q_value, s_value)
+                graph.initializers.pop(name)
+                quantized.append(name)
+                continue
             cast = ir.node("Cast", [q_value], attributes={"to": ir.DataType.FLOAT}, name=f"{name}_cast")
             cast.outputs[0].name = f"{name}_int8_float"
             node = ir.node("Mul", [cast.outputs[0], s_value], name=f"{name}_dequantize")

@@ -8,7 +8,9 @@ optimised scales/zero points. With 4 bits, large embedding ``Gather`` tables bec
 compute in int8 (fastest on x86); 0 keeps fp32 compute.
 
 Limits: Gemm and Conv are not rewritten (no MatMulNBits equivalent); quantized Gather needs
-opset 21, which the quantizer sets.
+opset 21. ORT's quantizer merely relabels an older model as opset 21, which breaks every op whose
+signature changed (ReduceMean's axes, ...), so ``gather_opset`` converts the model properly first
+(checker + ORT load) and leaves embeddings float when that is not safe.
 """
 
 from __future__ import annotations
@@ -21,11 +23,14 @@ import onnx
 from onnxruntime.quantization import matmul_nbits_quantizer as nbits
 
 from modelcrunch.passes.quantize.config import QuantizeOptions, WeightAlgorithm
+from modelcrunch.passes.quantize.preprocess import default_opset, raise_opset
 
 logger = logging.getLogger(__name__)
 
 #: Embedding tables smaller than this stay float (GatherBlockQuantized only pays for big tables).
 MIN_GATHER_ELEMENTS = 4096
+#: GatherBlockQuantized's int4 tables need opset 21 (and IR version 10).
+GATHER_OPSET = 21
 
 
 def _unsuitable_gathers(model: onnx.ModelProto) -> list[str]:
@@ -48,18 +53,40 @@ def _unsuitable_gathers(model: onnx.ModelProto) -> list[str]:
     return bad
 
 
+def gather_opset(model: onnx.ModelProto, options: QuantizeOptions) -> tuple[onnx.ModelProto, bool, list[str]]:
+    """(model to quantize, whether its embedding Gathers may be quantized, notes)."""
+    if options.bits != 4 or len(_unsuitable_gathers(model)) == sum(
+        n.op_type == "Gather" for n in model.graph.node
+    ):
+        return model, False, []
+    opset = default_opset(model)
+    if opset >= GATHER_OPSET:
+        return model, True, []
+    converted = raise_opset(model, GATHER_OPSET)
+    if converted is None:
+        return (
+            model,
+            False,
+            [f"opset {opset} does not convert safely to {GATHER_OPSET}: embedding Gathers left float"],
+        )
+    return converted, True, [f"opset raised from {opset} to {GATHER_OPSET} (4-bit embedding Gather needs it)"]
+
+
 def quantize_weight_only_model(
     model: onnx.ModelProto,
     *,
     options: QuantizeOptions,
+    gathers: bool = True,
     nodes_to_quantize: Sequence[str] | None = None,
     nodes_to_exclude: Sequence[str] = (),
 ) -> onnx.ModelProto:
-    """The model with constant-weight MatMuls (and 4-bit embedding Gathers) as MatMulNBits."""
+    """The model with constant-weight MatMuls (and, with ``gathers``, 4-bit embedding Gathers) as
+    MatMulNBits; ``gathers`` needs opset 21 (see ``gather_opset``)."""
     unnamed = [n for n in model.graph.node if not n.name]
     for index, node in enumerate(unnamed):
         node.name = f"{node.op_type}_{index}_mc"
-    op_types: tuple[str, ...] = ("MatMul", "Gather") if options.bits == 4 else ("MatMul",)
+    gathers = gathers and options.bits == 4 and default_opset(model) >= GATHER_OPSET
+    op_types: tuple[str, ...] = ("MatMul", "Gather") if gathers else ("MatMul",)
     exclude = set(nodes_to_exclude) | set(_unsuitable_gathers(model))
     if options.weight_algorithm is WeightAlgorithm.HQQ:
         algo: nbits.WeightOnlyQuantConfig = nbits.HQQWeightOnlyQuantConfig(
