@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
+from modelcrunch.passes._ir import register_array
 from modelcrunch.passes.factorize.layers import Layer
 
 DAMPING = 1e-3
@@ -157,13 +158,7 @@ class NameScope:
 
 def add_initializer(graph: ir.Graph, name: str, array: np.ndarray, like: ir.Value) -> ir.Value:
     """Register ``array`` (cast to ``like``'s dtype) as an initializer of ``graph``."""
-    dtype = like.const_value.numpy().dtype
-    tensor = ir.tensor(np.ascontiguousarray(array.astype(dtype)), name=name)
-    value = ir.Value(
-        name=name, shape=ir.Shape(array.shape), type=ir.TensorType(tensor.dtype), const_value=tensor
-    )
-    graph.register_initializer(value)
-    return value
+    return register_array(graph, name, array.astype(like.const_value.numpy().dtype))
 
 
 def make_node(op: str, inputs: list[ir.Value | None], name: str, names: NameScope, **attrs) -> ir.Node:

@@ -26,6 +26,7 @@ import numpy as np
 import onnx_ir as ir
 
 from modelcrunch.analysis.groups import const_array, expand_indices
+from modelcrunch.passes._ir import register_array
 from modelcrunch.passes.prune.activations import iter_activations
 from modelcrunch.passes.prune.structured import GroupDecision
 
@@ -128,14 +129,7 @@ def _write(graph: ir.Graph, node: ir.Node, coef: np.ndarray, intercept: bool) ->
     if has_bias:
         _replace(graph, node, 2, np.ascontiguousarray(bias).astype(dtype))
     else:
-        name = f"{node.name}_repair_bias"
-        value = ir.Value(
-            name=name,
-            shape=ir.Shape(bias.shape),
-            type=ir.TensorType(ir.DataType.from_numpy(dtype)),
-            const_value=ir.tensor(bias.astype(dtype), name=name),
-        )
-        graph.register_initializer(value)
+        value = register_array(graph, f"{node.name}_repair_bias", bias.astype(dtype))
         node.resize_inputs(3)
         node.replace_input_with(2, value)
 
@@ -146,15 +140,7 @@ def _replace(graph: ir.Graph, node: ir.Node, index: int, array: np.ndarray) -> N
         value.const_value = ir.tensor(array, name=value.name)
         value.shape = ir.Shape(array.shape)
         return
-    name = f"{value.name}_repaired_{node.name}"
-    new = ir.Value(
-        name=name,
-        shape=ir.Shape(array.shape),
-        type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
-        const_value=ir.tensor(array, name=name),
-    )
-    graph.register_initializer(new)
-    node.replace_input_with(index, new)
+    node.replace_input_with(index, register_array(graph, f"{value.name}_repaired_{node.name}", array))
 
 
 def repair(

@@ -24,6 +24,7 @@ import onnx_ir as ir
 
 from modelcrunch.analysis.groups import ChannelGroup, const_array, expand_indices, find_groups
 from modelcrunch.errors import ModelcrunchError
+from modelcrunch.passes._ir import register_array
 from modelcrunch.passes.prune import importance as imp
 
 logger = logging.getLogger(__name__)
@@ -151,14 +152,7 @@ def _new_initializer(graph: ir.Graph, base: str, array: np.ndarray, names: set[s
     while name in names:
         name, k = f"{base}_{k}", k + 1
     names.add(name)
-    new = ir.Value(
-        name=name,
-        shape=ir.Shape(array.shape),
-        type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
-        const_value=ir.tensor(array, name=name),
-    )
-    graph.register_initializer(new)
-    return new
+    return register_array(graph, name, array)
 
 
 def apply(model: ir.Model, decisions: list[GroupDecision]) -> None:

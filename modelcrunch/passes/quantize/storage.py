@@ -25,6 +25,8 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
+from modelcrunch.passes._ir import register_array
+
 logger = logging.getLogger(__name__)
 
 MIN_ELEMENTS = 1024
@@ -137,23 +139,11 @@ def storage_quantize(
             weights = tensor.numpy()
             axis = _axis_for(value, weights.ndim)
             q, scale = quantize_array(weights, axis)
-            q_value = ir.Value(
-                name=f"{name}_int8",
-                const_value=ir.tensor(q, name=f"{name}_int8"),
-                shape=ir.Shape(q.shape),
-                type=ir.TensorType(ir.DataType.INT8),
-            )
             scale = (
                 scale.reshape([-1 if i == axis else 1 for i in range(q.ndim)]) if axis is not None else scale
             )
-            s_value = ir.Value(
-                name=f"{name}_scale",
-                const_value=ir.tensor(scale, name=f"{name}_scale"),
-                shape=ir.Shape(scale.shape),
-                type=ir.TensorType(ir.DataType.FLOAT),
-            )
-            graph.register_initializer(q_value)
-            graph.register_initializer(s_value)
+            q_value = register_array(graph, f"{name}_int8", q)
+            s_value = register_array(graph, f"{name}_scale", scale)
             if _gathered_rows(graph, value, axis):
                 for use in list(value.uses()):
                     _dequantize_rows(graph, use.node, q_value, s_value)
