@@ -95,15 +95,6 @@ def _weighted(model: ir.Model) -> list[str]:
     return names
 
 
-def _per_token(path: Path, nodes: Sequence[str]) -> None:
-    """The MatMuls the sensitivity analysis took out of per-tensor int8 get per-token int8 instead."""
-    if not nodes:
-        return
-    model = onnx.load(str(path))
-    if per_token_rewrite(model, nodes):
-        onnx.save(model, str(path))
-
-
 def per_token_nodes(path: Path) -> set[str]:
     """Names of the MatMuls ``per_token_rewrite`` produced in the model at ``path``."""
     model = onnx.load(str(path), load_external_data=False)
@@ -114,14 +105,25 @@ def per_token_nodes(path: Path) -> set[str]:
     }
 
 
-def _compact(path: Path, exclude: Sequence[str]) -> None:
-    """Store the float weights a dynamic/static pass left (embedding tables, Convs under dynamic
-    int8, layers the sensitivity analysis kept float) in the int8 storage form: they still compute
-    in fp32, and the weight rounding (<= 1/254 per channel) is not what hurt them — activation
-    quantization is. The result is measured like any candidate. ``exclude`` (the user's
-    ``--exclude``) stays exact."""
-    model = ir.load(path)
-    if storage_quantize(model, exclude=frozenset(exclude), weight_slots_only=True):
+def _finish(path: Path, *, per_token: Sequence[str], compact: bool, keep_exact: Sequence[str]) -> None:
+    """Rewrite ORT's dynamic/static output at ``path`` in one load and one save:
+
+    * ``per_token``: the MatMuls the sensitivity analysis took out of per-tensor int8 get per-token
+      int8 activations instead (``per_token.py``);
+    * ``compact``: the float weights the pass left (embedding tables, Convs under dynamic int8,
+      layers the sensitivity analysis kept float) are stored in the int8 storage form: they still
+      compute in fp32, and the weight rounding (<= 1/254 per channel) is not what hurt them —
+      activation quantization is. The result is measured like any candidate. ``keep_exact`` (the
+      user's ``--exclude``) stays exact.
+    """
+    if not per_token and not compact:
+        return
+    proto = onnx.load(str(path))
+    changed = bool(per_token_rewrite(proto, per_token)) if per_token else False
+    model = ir.serde.deserialize_model(proto)
+    if compact and storage_quantize(model, exclude=frozenset(keep_exact), weight_slots_only=True):
+        changed = True
+    if changed:
         ir.save(model, path)
 
 
@@ -156,10 +158,13 @@ def mode_build(ws: Workspace, mode: Mode) -> ModeBuild:
                     nodes_to_quantize=only,
                     nodes_to_exclude=exclude,
                 )
-            if mode is Mode.DYNAMIC and options.per_token:
-                _per_token(out, [n for n in exclude if n not in set(options.exclude)])
-            if options.compact:
-                _compact(out, options.exclude)
+            fallback = mode is Mode.DYNAMIC and options.per_token
+            _finish(
+                out,
+                per_token=[n for n in exclude if n not in set(options.exclude)] if fallback else [],
+                compact=options.compact,
+                keep_exact=options.exclude,
+            )
             return out
 
         notes = list(prep.notes)
