@@ -35,6 +35,8 @@ ShapeOpt = Annotated[
 OverwriteInputOpt = Annotated[
     bool, typer.Option("--overwrite-input", help="Allow -o to name the input model itself.")
 ]
+EvalOpt = Annotated[Path | None, typer.Option("--eval", help="Held-out data for the fidelity report.")]
+NoMeasureOpt = Annotated[bool, typer.Option("--no-measure", help="Skip fidelity and latency measurement.")]
 
 stdout = Console(highlight=False, soft_wrap=False)
 if not stdout.is_terminal and "COLUMNS" not in os.environ:

@@ -9,8 +9,10 @@ import typer
 
 from modelcrunch.cli._common import (
     DebugOpt,
+    EvalOpt,
     JsonOpt,
     ModelArg,
+    NoMeasureOpt,
     OutputOpt,
     OverwriteInputOpt,
     QuietOpt,
@@ -55,8 +57,8 @@ def factorize_cmd(
     calibration: Annotated[
         Path | None, Opt(help="Calibration data (.npz or folder): data-aware SVD.")
     ] = None,
-    eval_data: Annotated[Path | None, Opt("--eval", help="Held-out data for the fidelity report.")] = None,
-    no_measure: Annotated[bool, Opt("--no-measure", help="Skip fidelity and latency measurement.")] = False,
+    eval_data: EvalOpt = None,
+    no_measure: NoMeasureOpt = False,
     threads: Annotated[int | None, Opt(help="Threads for the measurements.")] = None,
     shape: ShapeOpt = None,
     overwrite_input: OverwriteInputOpt = False,
