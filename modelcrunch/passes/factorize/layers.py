@@ -116,18 +116,26 @@ def _declared_shape(value: ir.Value) -> Sequence | None:
     return value.shape
 
 
+def _matrix(weight: ir.Value | None, node: ir.Node) -> np.ndarray | str:
+    """The 2-D constant weight of a MatMul/Gemm as float64, or why it cannot be factorized."""
+    problem = _weight_problem(weight, node)
+    if problem:
+        return problem
+    w = weight.const_value.numpy().astype(np.float64)
+    if w.ndim != 2:
+        return f"weight has rank {w.ndim}; only 2-D weights are factorized"
+    return w
+
+
 def _linear(node: ir.Node, graph: ir.Graph, shape_of: ShapeOf) -> tuple[np.ndarray, int] | str:
     x = node.inputs[0]
     if node.op_type == "MatMul":
         weight = node.inputs[1]
         if x is not None and x.const_value is not None and (weight is None or weight.const_value is None):
             return "constant is MatMul's left operand; only right-hand weights are factorized"
-        problem = _weight_problem(weight, node)
-        if problem:
-            return problem
-        w = weight.const_value.numpy().astype(np.float64)
-        if w.ndim != 2:
-            return f"weight has rank {w.ndim}; only 2-D weights are factorized"
+        w = _matrix(weight, node)
+        if isinstance(w, str):
+            return w
         x_shape = shape_of(x) if x is not None else None
         rows = _static(list(x_shape)[:-1]) if x_shape is not None else 1
         return w, rows
@@ -135,12 +143,9 @@ def _linear(node: ir.Node, graph: ir.Graph, shape_of: ShapeOf) -> tuple[np.ndarr
     a, weight = node.inputs[0], node.inputs[1]
     if a is not None and a.const_value is not None and weight.const_value is None:
         return "constant is Gemm's first input (A); only B weights are factorized"
-    problem = _weight_problem(weight, node)
-    if problem:
-        return problem
-    w = weight.const_value.numpy().astype(np.float64)
-    if w.ndim != 2:
-        return f"Gemm weight has rank {w.ndim}"
+    w = _matrix(weight, node)
+    if isinstance(w, str):
+        return w
     if _attr(node, "transB", 0):
         w = w.T
     w = w * float(_attr(node, "alpha", 1.0))
