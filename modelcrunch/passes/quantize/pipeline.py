@@ -62,10 +62,6 @@ class _Built:
     per_token: frozenset[str] = frozenset()  # sensitive MatMuls given per-token int8, not float
 
 
-#: What the sensitivity analysis does with a dynamic int8 layer that hurts (``per_token.py``).
-PER_TOKEN_ACTION = "given per-token int8 activations"
-
-
 def _meets(options: QuantizeOptions, score: Score) -> bool:
     fidelity = score.fidelity
     if options.max_channel_error is not None and not score.channel_error <= options.max_channel_error:
@@ -178,7 +174,6 @@ def _build_mode(ws: Workspace, mode: Mode, judge: _Judge, on_progress: Progress)
         lambda f: _meets(options, f),
         base_exclude=user,
         target=_target_text(options),
-        action=PER_TOKEN_ACTION if mode is Mode.DYNAMIC and options.per_token else "kept float",
         on_progress=on_progress,
     )
     notes = list(spec.notes)
@@ -197,10 +192,6 @@ def _build_mode(ws: Workspace, mode: Mode, judge: _Judge, on_progress: Progress)
     excluded = {name: "excluded by --exclude" for name in user} | result.excluded
     if mode is Mode.FP16:
         excluded = keep_reasons(ws.model, ws.absmax(), frozenset(excluded)) | excluded
-    excluded = {
-        name: reason if name in per_token else reason.replace(PER_TOKEN_ACTION, "kept float")
-        for name, reason in excluded.items()
-    }
     return _Built(
         mode, result.path, result.score.fidelity, result.score.channel_error, excluded, met, notes,
         frozenset(per_token),

@@ -104,13 +104,11 @@ def guard(
     *,
     base_exclude: Sequence[str] = (),
     target: str,
-    action: str = "kept float",
     on_progress: Callable | None = None,
 ) -> GuardResult:
     """Quantize everything; if the target is missed, keep the worst layers float until it is met.
 
-    ``measure`` is the full held-out measurement; ``probe`` a cheap one (few samples) for ranking;
-    ``action`` says in the reasons what ``build`` does with the excluded layers.
+    ``measure`` is the full held-out measurement; ``probe`` a cheap one (few samples) for ranking.
     """
     path = build(None, base_exclude)
     score = measure(path)
@@ -124,7 +122,7 @@ def guard(
         if count not in tried:
             excluded = {
                 node: f"quantized alone: output cosine {r.score.fidelity.worst_cosine:.4f}, worst channel "
-                f"error {r.score.channel_error:.2f} (sensitivity rank {i + 1}); {action} to meet {target}"
+                f"error {r.score.channel_error:.2f} (sensitivity rank {i + 1}); kept float to meet {target}"
                 for i, r in enumerate(ranking[:count])
                 for node in r.nodes
             }
