@@ -24,8 +24,9 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
+from modelcrunch.analysis.channels import attr_value
 from modelcrunch.data import Dataset
-from modelcrunch.passes.factorize.layers import Layer, _attr
+from modelcrunch.passes.factorize.layers import Layer
 from modelcrunch.runtime.session import make_session
 
 logger = logging.getLogger(__name__)
@@ -49,9 +50,9 @@ def calibration_problem(layer: Layer, model: ir.Model) -> str | None:
 
 
 def _conv_pads(node: ir.Node, shape: tuple[int, ...], kernel: tuple[int, int]) -> list[int]:
-    strides = list(_attr(node, "strides", [1, 1]))
-    dilations = list(_attr(node, "dilations", [1, 1]))
-    auto_pad = _attr(node, "auto_pad", "NOTSET")
+    strides = list(attr_value(node, "strides", [1, 1]))
+    dilations = list(attr_value(node, "dilations", [1, 1]))
+    auto_pad = attr_value(node, "auto_pad", "NOTSET")
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         begin, end = [], []
         for size, k, s, d in zip(shape[2:], kernel, strides, dilations, strict=True):
@@ -62,14 +63,14 @@ def _conv_pads(node: ir.Node, shape: tuple[int, ...], kernel: tuple[int, int]) -
         return begin + end
     if auto_pad == "VALID":
         return [0, 0, 0, 0]
-    return list(_attr(node, "pads", [0, 0, 0, 0]))
+    return list(attr_value(node, "pads", [0, 0, 0, 0]))
 
 
 def im2col(x: np.ndarray, node: ir.Node, kernel: tuple[int, int]) -> np.ndarray:
     """Patches (rows, C·kh·kw) of a 2-D conv input, ordered like ``W[o].reshape(-1)``."""
     kh, kw = kernel
-    sh, sw = _attr(node, "strides", [1, 1])
-    dh, dw = _attr(node, "dilations", [1, 1])
+    sh, sw = attr_value(node, "strides", [1, 1])
+    dh, dw = attr_value(node, "dilations", [1, 1])
     top, left, bottom, right = _conv_pads(node, x.shape, kernel)
     xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
     span = ((kh - 1) * dh + 1, (kw - 1) * dw + 1)
@@ -82,7 +83,7 @@ def im2col(x: np.ndarray, node: ir.Node, kernel: tuple[int, int]) -> np.ndarray:
 def _rows(layer: Layer, x: np.ndarray, rng: np.random.Generator, max_rows: int) -> np.ndarray:
     if layer.kind == "conv":
         rows = im2col(x, layer.node, tuple(layer.matrix.shape[2:]))
-    elif layer.op_type == "Gemm" and _attr(layer.node, "transA", 0):
+    elif layer.op_type == "Gemm" and attr_value(layer.node, "transA", 0):
         rows = x.T
     else:
         rows = x.reshape(-1, x.shape[-1])

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
+from modelcrunch.analysis.channels import attr_value
+
 FLOAT_TYPES = (ir.DataType.FLOAT, ir.DataType.DOUBLE, ir.DataType.FLOAT16, ir.DataType.BFLOAT16)
 
 
@@ -74,11 +76,6 @@ def _static(dims: Sequence | None) -> int:
     if dims is None:
         return 1
     return math.prod(d if isinstance(d, int) and d > 0 else 1 for d in dims)
-
-
-def _attr(node: ir.Node, name: str, default):
-    attr = node.attributes.get(name)
-    return default if attr is None else attr.value
 
 
 def _excluded(node: ir.Node, exclude: Sequence[str]) -> str | None:
@@ -146,13 +143,13 @@ def _linear(node: ir.Node, graph: ir.Graph, shape_of: ShapeOf) -> tuple[np.ndarr
     w = _matrix(weight, node)
     if isinstance(w, str):
         return w
-    if _attr(node, "transB", 0):
+    if attr_value(node, "transB", 0):
         w = w.T
-    w = w * float(_attr(node, "alpha", 1.0))
+    w = w * float(attr_value(node, "alpha", 1.0))
     rows = 1
     a_shape = shape_of(a) if a is not None else None
     if a_shape is not None and len(a_shape) == 2:
-        rows = _static([a_shape[1 if _attr(node, "transA", 0) else 0]])
+        rows = _static([a_shape[1 if attr_value(node, "transA", 0) else 0]])
     return w, rows
 
 
@@ -162,7 +159,7 @@ def _conv(node: ir.Node, shape_of: ShapeOf) -> tuple[np.ndarray, int, int] | str
     if problem:
         return problem
     w = weight.const_value.numpy().astype(np.float64)
-    group = int(_attr(node, "group", 1))
+    group = int(attr_value(node, "group", 1))
     if group > 1:
         if w.shape[1] == 1:
             return (

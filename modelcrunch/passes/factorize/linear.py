@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from modelcrunch.passes.factorize.layers import _attr
+from modelcrunch.analysis.channels import attr_value
 from modelcrunch.passes.factorize.lowrank import MatrixDecomposition, NameScope, add_initializer, make_node
 
 
@@ -31,14 +31,14 @@ class LinearSvd(MatrixDecomposition):
         b_val = add_initializer(layer.graph, names.fresh(f"{layer.weight.name}_lr_B"), b, layer.weight)
         x = node.inputs[0]
         nodes: list[ir.Node] = []
-        if node.op_type == "Gemm" and _attr(node, "transA", 0):
+        if node.op_type == "Gemm" and attr_value(node, "transA", 0):
             nodes.append(make_node("Transpose", [x], f"{base}_lr_transpose", names, perm=[1, 0]))
             x = nodes[-1].outputs[0]
         nodes.append(make_node("MatMul", [x, a_val], f"{base}_lr_in", names))
         h = nodes[-1].outputs[0]
         bias = node.inputs[2] if node.op_type == "Gemm" and len(node.inputs) > 2 else None
         if bias is not None:
-            beta = float(_attr(node, "beta", 1.0))
+            beta = float(attr_value(node, "beta", 1.0))
             nodes.append(make_node("Gemm", [h, b_val, bias], f"{base}_lr_out", names, beta=beta))
         else:
             nodes.append(make_node("MatMul", [h, b_val], f"{base}_lr_out", names))

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
+from modelcrunch.analysis.channels import attr_value
 from modelcrunch.analysis.groups import const_array, expand_indices
 from modelcrunch.passes._ir import register_array
 from modelcrunch.passes.prune.activations import iter_activations
@@ -49,17 +50,12 @@ class RepairedLayer:
         }
 
 
-def _attr(node: ir.Node, name: str, default):
-    attr = node.attributes.get(name)
-    return default if attr is None else attr.value
-
-
 def im2col(x: np.ndarray, node: ir.Node, kernel: tuple[int, int]) -> np.ndarray:
     """Rows ``[N*Ho*Wo, C*kh*kw]`` of a 2-D Conv's input patches (ordering matches W.reshape)."""
     kh, kw = kernel
-    sh, sw = _attr(node, "strides", [1, 1])
-    dh, dw = _attr(node, "dilations", [1, 1])
-    top, left, bottom, right = _attr(node, "pads", [0, 0, 0, 0])
+    sh, sw = attr_value(node, "strides", [1, 1])
+    dh, dw = attr_value(node, "dilations", [1, 1])
+    top, left, bottom, right = attr_value(node, "pads", [0, 0, 0, 0])
     xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
     eh, ew = (kh - 1) * dh + 1, (kw - 1) * dw + 1
     win = np.lib.stride_tricks.sliding_window_view(xp, (eh, ew), axis=(2, 3))
@@ -73,11 +69,19 @@ def _repairable(node: ir.Node) -> str | None:
         return "weight not constant"
     if node.op_type == "Conv":
         w = node.inputs[1].const_value
-        if len(w.shape) != 4 or _attr(node, "group", 1) != 1 or _attr(node, "auto_pad", "NOTSET") != "NOTSET":
+        if (
+            len(w.shape) != 4
+            or attr_value(node, "group", 1) != 1
+            or attr_value(node, "auto_pad", "NOTSET") != "NOTSET"
+        ):
             return "only 2-D, group=1, explicit-pad Conv"
         return None
     if node.op_type == "Gemm":
-        if _attr(node, "transA", 0) or _attr(node, "alpha", 1.0) != 1.0 or _attr(node, "beta", 1.0) != 1.0:
+        if (
+            attr_value(node, "transA", 0)
+            or attr_value(node, "alpha", 1.0) != 1.0
+            or attr_value(node, "beta", 1.0) != 1.0
+        ):
             return "Gemm with transA/alpha/beta"
         return None
     if node.op_type == "MatMul":
@@ -116,7 +120,7 @@ def _write(graph: ir.Graph, node: ir.Node, coef: np.ndarray, intercept: bool) ->
     dtype = w_old.dtype
     if node.op_type == "Conv":
         new_w = weights.T.reshape(w_old.shape)
-    elif node.op_type == "Gemm" and _attr(node, "transB", 0):
+    elif node.op_type == "Gemm" and attr_value(node, "transB", 0):
         new_w = weights.T
     else:
         new_w = weights
@@ -202,7 +206,7 @@ def _out_features(node: ir.Node) -> int:
     w = const_array(node.inputs[1])
     if node.op_type == "Conv":
         return w.shape[0]
-    if node.op_type == "Gemm" and _attr(node, "transB", 0):
+    if node.op_type == "Gemm" and attr_value(node, "transB", 0):
         return w.shape[0]
     return w.shape[1]
 
@@ -211,7 +215,7 @@ def _current_coef(node: ir.Node, intercept: bool) -> np.ndarray:
     w = const_array(node.inputs[1]).astype(np.float64)
     if node.op_type == "Conv":
         mat = w.reshape(w.shape[0], -1).T
-    elif node.op_type == "Gemm" and _attr(node, "transB", 0):
+    elif node.op_type == "Gemm" and attr_value(node, "transB", 0):
         mat = w.T
     else:
         mat = w
