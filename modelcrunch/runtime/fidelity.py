@@ -49,10 +49,10 @@ class OutputFidelity:
     def to_dict(self) -> dict:
         return {
             "name": self.name,
-            "max_abs": _finite(self.max_abs),
-            "rel_l2": _finite(self.rel_l2),
-            "cosine": _finite(self.cosine),
-            "snr_db": _finite(self.snr_db),  # null when identical (+inf) or non-finite
+            "max_abs": finite_or_none(self.max_abs),
+            "rel_l2": finite_or_none(self.rel_l2),
+            "cosine": finite_or_none(self.cosine),
+            "snr_db": finite_or_none(self.snr_db),  # null when identical (+inf) or non-finite
             "top1_agreement": self.top1_agreement,
             "exact": self.exact,
             "nonfinite": self.nonfinite,
@@ -90,7 +90,7 @@ class Fidelity:
         return {
             "samples": self.samples,
             "exact": self.exact,
-            "worst_cosine": _finite(self.worst_cosine),
+            "worst_cosine": finite_or_none(self.worst_cosine),
             "accuracy_reference": self.accuracy_reference,
             "accuracy_candidate": self.accuracy_candidate,
             "accuracy_drop": self.accuracy_drop,
@@ -98,7 +98,7 @@ class Fidelity:
         }
 
 
-def _finite(value: float) -> float | None:
+def finite_or_none(value: float) -> float | None:
     return float(value) if value is not None and math.isfinite(value) else None
 
 

@@ -30,15 +30,13 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from modelcrunch.passes.quantize.preprocess import default_opset
+
 logger = logging.getLogger(__name__)
 
 MIN_OPSET = 13
 #: Opset from which ReduceMax/ReduceMin take their axes as an input.
 REDUCE_AXES_INPUT_OPSET = 18
-
-
-def _opset(model: onnx.ModelProto) -> int:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
 def _rewritable(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> bool:
@@ -65,7 +63,7 @@ def per_token_rewrite(model: onnx.ModelProto, names: Iterable[str]) -> list[str]
     The integer MatMul keeps the original node's name, so reports and exclusion lists still match.
     """
     wanted = set(names)
-    opset = _opset(model)
+    opset = default_opset(model)
     if not wanted or opset < MIN_OPSET:
         return []
     graph = model.graph

@@ -38,7 +38,7 @@ from modelcrunch.passes.quantize.report import (
 )  # fmt: skip
 from modelcrunch.passes.quantize.sensitivity import Score, guard
 from modelcrunch.passes.quantize.storage import MIN_ELEMENTS
-from modelcrunch.runtime.fidelity import Fidelity, measure_fidelity
+from modelcrunch.runtime.fidelity import Fidelity, finite_or_none, measure_fidelity
 from modelcrunch.runtime.session import make_session
 
 logger = logging.getLogger(__name__)
@@ -399,7 +399,7 @@ def quantize_model(
         mode_reason=reason,
         size_before=model_size_bytes(source),
         size_after=saved.size_bytes,
-        fidelity={**chosen.fidelity.to_dict(), "worst_channel_error": _finite(chosen.channel_error)},
+        fidelity={**chosen.fidelity.to_dict(), "worst_channel_error": finite_or_none(chosen.channel_error)},
         latency=latency,
         nodes_quantized=quantized,
         nodes_excluded=excluded,
@@ -422,10 +422,6 @@ def quantize_model(
         warnings=warnings,
         seconds=time.perf_counter() - started,
     )
-
-
-def _finite(value: float) -> float | None:
-    return value if math.isfinite(value) else None
 
 
 def _run_once(path: Path, feeds: Feeds, options: QuantizeOptions) -> None:
