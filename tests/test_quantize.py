@@ -82,6 +82,7 @@ def test_static_qdq_per_channel(cnn, tmp_path):
     ]
     assert axes, "per-channel weights carry a DequantizeLinear axis"
     assert sorted(os.listdir(out.parent)) == ["q.onnx"]
+    assert not onnx.load(str(out)).graph.value_info, "pre-processing's shape annotations are not saved"
 
 
 @pytest.mark.parametrize("reduce_range", [True, False])

@@ -17,3 +17,34 @@ def register_array(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
     )
     graph.register_initializer(value)
     return value
+
+
+def annotated_names(model: ir.Model) -> frozenset[str]:
+    """Names of the intermediate values (node outputs) of ``model`` that carry a type or shape."""
+    return frozenset(
+        value.name
+        for graph in model.graphs()
+        for node in graph
+        for value in node.outputs
+        if value.name and (value.type is not None or value.shape is not None) and not value.is_graph_output()
+    )
+
+
+def drop_shape_annotations(model: ir.Model, keep: frozenset[str] = frozenset()) -> int:
+    """Forget the types and shapes of intermediate values and initializers, except ``keep``.
+
+    Shape inference during pre-processing annotates every value; saved, that is one
+    ``value_info`` per tensor (6 % of a QDQ model's file on PP-OCR det) which ONNX Runtime
+    infers again anyway. Graph inputs and outputs keep theirs. Returns how many were dropped.
+    """
+    dropped = 0
+    for graph in model.graphs():
+        io = {id(v) for v in graph.inputs} | {id(v) for v in graph.outputs}
+        values = [*graph.initializers.values(), *(v for node in graph for v in node.outputs)]
+        for value in values:
+            if id(value) in io or value.name in keep or (value.type is None and value.shape is None):
+                continue
+            value.type = None
+            value.shape = None
+            dropped += 1
+    return dropped

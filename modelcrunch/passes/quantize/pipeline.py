@@ -22,6 +22,7 @@ import onnxruntime as ort
 
 from modelcrunch.errors import GateFailed, ModelcrunchError, VerificationError
 from modelcrunch.io import load_model, model_size_bytes, save_model
+from modelcrunch.passes._ir import annotated_names, drop_shape_annotations
 from modelcrunch.passes.quantize import auto
 from modelcrunch.passes.quantize.builders import Workspace, mode_build, nonfinite_outputs, per_token_nodes
 from modelcrunch.passes.quantize.calibration import Feeds, batched, load_feeds, stack
@@ -287,6 +288,7 @@ def quantize_model(
         raise ModelcrunchError("--require-faster needs the benchmark (drop --no-bench)")
     model = load_model(source)
     _name_nodes(model)
+    annotated = annotated_names(model)  # the source's own value_info survives; ours is dropped
     warnings: list[str] = []
     with tempfile.TemporaryDirectory(prefix="modelcrunch-quantize-") as tmp:
         work = Path(tmp)
@@ -387,9 +389,9 @@ def quantize_model(
                 f"worst cosine {chosen.fidelity.worst_cosine:.4f}, worst channel error "
                 f"{chosen.channel_error:.2f}, accuracy drop {chosen.fidelity.accuracy_drop}); nothing written"
             )
-        saved = save_model(
-            load_model(chosen.path, canonical=False), output, source=source, overwrite_input=overwrite_input
-        )
+        final = load_model(chosen.path, canonical=False)
+        drop_shape_annotations(final, keep=annotated)
+        saved = save_model(final, output, source=source, overwrite_input=overwrite_input)
         _run_once(saved.path, evals, options)
         prep_notes = sorted({n for b in built for n in b.notes})
     return QuantizeReport(
