@@ -16,10 +16,11 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 from google.protobuf.message import DecodeError
@@ -217,8 +218,12 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def verify_model_file(path: Path) -> None:
-    """Raise VerificationError unless ``path`` passes onnx.checker and loads in ONNX Runtime."""
+def verify_model_file(path: Path, feed: Mapping[str, np.ndarray] | None = None) -> None:
+    """Raise VerificationError unless ``path`` passes onnx.checker and loads in ONNX Runtime.
+
+    With ``feed``, the session is the one users get (all graph optimisations) and must also run
+    ``feed``: fusions that fail only at run time are caught before the file takes its name.
+    """
     import onnxruntime as ort
 
     try:
@@ -226,14 +231,22 @@ def verify_model_file(path: Path) -> None:
     except Exception as exc:  # noqa: BLE001
         raise VerificationError(f"output model fails the ONNX checker: {str(exc).splitlines()[0]}") from exc
     options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if feed is None:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.log_severity_level = 3
     try:
-        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001
         raise VerificationError(
             f"output model does not load in ONNX Runtime: {str(exc).strip().splitlines()[0]}"
         ) from exc
+    if feed is not None:
+        try:
+            session.run(None, dict(feed))
+        except Exception as exc:  # noqa: BLE001
+            raise VerificationError(
+                f"output model does not run in ONNX Runtime: {str(exc).strip().splitlines()[0]}"
+            ) from exc
 
 
 def save_model(
@@ -244,6 +257,7 @@ def save_model(
     overwrite_input: bool = False,
     external_data: bool | None = None,
     verify: bool = True,
+    run_feed: Mapping[str, np.ndarray] | None = None,
 ) -> SavedModel:
     """Write ``model`` to ``path`` atomically and verify it before it takes the destination's name.
 
@@ -252,6 +266,7 @@ def save_model(
         external_data: True to store weights in ``<name>.data`` beside the model; None decides
             automatically (external when the weights exceed protobuf's 2 GB limit).
         verify: run onnx.checker and create an ONNX Runtime session on the written file.
+        run_feed: inputs the verified session must also run (see ``verify_model_file``).
     """
     dest = Path(path)
     if (
@@ -281,7 +296,7 @@ def save_model(
         except (ValueError, TypeError) as exc:
             raise VerificationError(f"cannot serialise the model: {exc}") from exc
         if verify:
-            verify_model_file(tmp_model)
+            verify_model_file(tmp_model, run_feed)
         if data_name is not None:
             os.replace(tmp_dir / data_name, dest.parent / data_name)
         os.replace(tmp_model, dest)

@@ -180,3 +180,17 @@ def test_save_creates_missing_output_folder(tmp_path):
     src = save_proto(mlp_proto(), tmp_path / "m.onnx")
     out = mio.save_model(mio.load_model(src), tmp_path / "a" / "b" / "out.onnx", source=src)
     assert out.path.exists() and out.size_bytes == out.path.stat().st_size
+
+
+def test_model_that_does_not_run_is_not_written(tmp_path):
+    """``run_feed``: the verified session must run it; a model that fails at run time is refused."""
+    src = save_proto(mlp_proto(), tmp_path / "m.onnx")
+    name = onnx.load(str(src)).graph.input[0].name
+    good = {name: np.zeros((2, 16), np.float32)}
+    out = mio.save_model(mio.load_model(src), tmp_path / "ok.onnx", source=src, run_feed=good)
+    assert out.path.exists()
+    dest = tmp_path / "out.onnx"
+    with pytest.raises(VerificationError, match="does not run"):
+        mio.save_model(mio.load_model(src), dest, source=src, run_feed={name: np.zeros((2, 5), np.float32)})
+    assert not dest.exists()
+    assert _leftovers(tmp_path) == []

@@ -391,8 +391,9 @@ def quantize_model(
             )
         final = load_model(chosen.path, canonical=False)
         drop_shape_annotations(final, keep=annotated)
-        saved = save_model(final, output, source=source, overwrite_input=overwrite_input)
-        _run_once(saved.path, evals, options)
+        saved = save_model(
+            final, output, source=source, overwrite_input=overwrite_input, run_feed=evals.samples[0]
+        )
         prep_notes = sorted({n for b in built for n in b.notes})
     return QuantizeReport(
         model=str(source),
@@ -424,10 +425,3 @@ def quantize_model(
         warnings=warnings,
         seconds=time.perf_counter() - started,
     )
-
-
-def _run_once(path: Path, feeds: Feeds, options: QuantizeOptions) -> None:
-    try:
-        make_session(path, provider=options.provider, threads=options.threads).run(None, feeds.samples[0])
-    except Exception as exc:  # noqa: BLE001
-        raise VerificationError(f"{path}: the saved model does not run in ONNX Runtime ({exc})") from exc
