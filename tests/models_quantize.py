@@ -227,3 +227,103 @@ def stacked_data(model: onnx.ModelProto, path, n: int = 24, seed: int = 0):
         arrays[value.name] = rng.random([n, *dims[1:]]).astype(np.float32)
     np.savez(path, **arrays)
     return path
+
+
+def if_captured_proto() -> onnx.ModelProto:
+    """An If whose branches compute on weights captured from the main graph and on their own:
+
+    input → MatMul(w_in) → h; If(cond): then Relu(MatMul(h, w_shared) + b_then), else
+    Softmax(MatMul(h, w_else) + b_shared) (Softmax stays fp32 in fp16); out = If + h."""
+    inits = {"w_in": _w(64, 64), "w_shared": _w(64, 64), "b_shared": _w(64)}
+    then_g = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["h", "w_shared"], ["t1"], name="then_mm"),
+            helper.make_node("Add", ["t1", "b_then"], ["t2"], name="then_bias"),
+            helper.make_node("Relu", ["t2"], ["yt"], name="then_relu"),
+        ],
+        "then",
+        [],
+        [helper.make_tensor_value_info("yt", TensorProto.FLOAT, ["batch", 64])],
+        [numpy_helper.from_array(_w(64), "b_then")],
+    )
+    else_g = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["h", "w_else"], ["e1"], name="else_mm"),
+            helper.make_node("Add", ["e1", "b_shared"], ["e2"], name="else_bias"),
+            helper.make_node("Softmax", ["e2"], ["ye"], axis=-1, name="else_softmax"),
+        ],
+        "else",
+        [],
+        [helper.make_tensor_value_info("ye", TensorProto.FLOAT, ["batch", 64])],
+        [numpy_helper.from_array(_w(64, 64), "w_else")],
+    )
+    nodes = [
+        helper.make_node("MatMul", ["input", "w_in"], ["h"], name="mm_in"),
+        helper.make_node("If", ["cond"], ["y"], then_branch=then_g, else_branch=else_g, name="branch"),
+        helper.make_node("Add", ["y", "h"], ["out"], name="residual"),
+    ]
+    return _model(
+        nodes,
+        [
+            helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 64]),
+            helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+        ],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 64])],
+        inits,
+        17,
+    )
+
+
+def loop_matmul_proto(trips: int = 3) -> onnx.ModelProto:
+    """A Loop carrying h[batch,64] through h = Tanh(MatMul(h, w) + b) (w captured, b in the body);
+    outputs the final h and every step's h (a scan output)."""
+    body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["cond_in"], ["cond_out"], name="loop_cond"),
+            helper.make_node("MatMul", ["h_in", "w"], ["m"], name="loop_mm"),
+            helper.make_node("Add", ["m", "b"], ["a"], name="loop_bias"),
+            helper.make_node("Tanh", ["a"], ["h_out"], name="loop_tanh"),
+            helper.make_node("Identity", ["h_out"], ["h_scan"], name="loop_scan"),
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("iter", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("h_in", TensorProto.FLOAT, ["batch", 64]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("h_out", TensorProto.FLOAT, ["batch", 64]),
+            helper.make_tensor_value_info("h_scan", TensorProto.FLOAT, ["batch", 64]),
+        ],
+        [numpy_helper.from_array(_w(64), "b")],
+    )
+    inits = {"w": _w(64, 64), "trips": np.array(trips, np.int64), "go": np.array(True)}
+    nodes = [helper.make_node("Loop", ["trips", "go", "input"], ["h", "steps"], body=body, name="loop")]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 64])],
+        [
+            helper.make_tensor_value_info("h", TensorProto.FLOAT, ["batch", 64]),
+            helper.make_tensor_value_info("steps", TensorProto.FLOAT, [trips, "batch", 64]),
+        ],
+        inits,
+        17,
+    )
+
+
+def einsum_proto() -> onnx.ModelProto:
+    """input[batch,64] → MatMul 64x64 + bias → Einsum with a 64x64 weight (precision-sensitive op)."""
+    inits = {"w": _w(64, 64), "b": _w(64), "e": _w(64, 64)}
+    nodes = [
+        helper.make_node("MatMul", ["input", "w"], ["h"], name="mm"),
+        helper.make_node("Add", ["h", "b"], ["hb"], name="bias"),
+        helper.make_node("Einsum", ["hb", "e"], ["out"], equation="ij,jk->ik", name="einsum"),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 64])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 64])],
+        inits,
+        17,
+    )

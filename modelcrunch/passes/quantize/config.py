@@ -18,6 +18,7 @@ class Mode(str, Enum):
     WEIGHT_ONLY = "weight-only"  # MatMulNBits block-wise int4/int8 (MatMul, embedding Gather)
     STORAGE = "storage"  # int8 weights dequantized at load time, fp32 compute (~4x smaller, same speed)
     FP16 = "fp16"  # float16 weights and compute, fp32 I/O, overflow-prone ops kept fp32
+    BF16 = "bf16"  # bfloat16 weights cast to fp32 at load (~2x smaller, fp32 speed): no bf16 CPU kernels
 
 
 class CalibrationMethod(str, Enum):

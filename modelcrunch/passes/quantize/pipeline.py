@@ -24,11 +24,17 @@ from modelcrunch.errors import GateFailed, ModelcrunchError, VerificationError
 from modelcrunch.io import load_model, model_size_bytes, save_model
 from modelcrunch.passes._ir import annotated_names, drop_shape_annotations
 from modelcrunch.passes.quantize import auto
-from modelcrunch.passes.quantize.builders import Workspace, mode_build, nonfinite_outputs, per_token_nodes
+from modelcrunch.passes.quantize.builders import (
+    HALF_MODES,
+    Workspace,
+    half_keep_reasons,
+    mode_build,
+    nonfinite_outputs,
+    per_token_nodes,
+)
 from modelcrunch.passes.quantize.calibration import Feeds, batched, load_feeds, stack
 from modelcrunch.passes.quantize.channels import worst_channel_error
 from modelcrunch.passes.quantize.config import DYNAMIC_OP_TYPES, Mode, QuantizeOptions
-from modelcrunch.passes.quantize.fp16 import keep_reasons
 from modelcrunch.passes.quantize.report import (
     Candidate,
     ExcludedNode,
@@ -182,17 +188,17 @@ def _build_mode(ws: Workspace, mode: Mode, judge: _Judge, on_progress: Progress)
     per_token = per_token_nodes(result.path) if mode is Mode.DYNAMIC and options.per_token else set()
     if per_token:
         notes.append(f"{len(per_token)} sensitive MatMuls use per-token int8 activations instead of float")
-    if mode is Mode.FP16:
+    if mode in HALF_MODES:
         bad = nonfinite_outputs(result.path, ws.calibration.samples)
         if bad:
-            notes.append(f"fp16 gives NaN/inf on {bad} calibration samples")
+            notes.append(f"{mode.value} gives NaN/inf on {bad} calibration samples")
             met = False
     if result.excluded and len(set(result.excluded) - per_token) >= len(layers):
         notes.append("every layer had to stay float to meet the target")
         met = False
     excluded = {name: "excluded by --exclude" for name in user} | result.excluded
-    if mode is Mode.FP16:
-        excluded = keep_reasons(ws.model, ws.absmax(), frozenset(excluded)) | excluded
+    if mode in HALF_MODES:
+        excluded = half_keep_reasons(ws, mode, frozenset(excluded)) | excluded
     return _Built(
         mode, result.path, result.score.fidelity, result.score.channel_error, excluded, met, notes,
         frozenset(per_token),
