@@ -18,11 +18,18 @@ import onnx_ir as ir
 from onnx_ir.passes.common import ShapeInferencePass
 
 from modelcrunch.passes.quantize.calibration import Feeds
-from modelcrunch.passes.quantize.config import DYNAMIC_OP_TYPES, STATIC_OP_TYPES, Mode, QuantizeOptions
+from modelcrunch.passes.quantize.config import (
+    DYNAMIC_OP_TYPES,
+    STATIC_OP_TYPES,
+    Mode,
+    QuantFormat,
+    QuantizeOptions,
+)
 from modelcrunch.passes.quantize.dynamic import quantize_dynamic_model
 from modelcrunch.passes.quantize.fp16 import BFLOAT16, FLOAT16, convert_half, half_layers, keep_reasons
 from modelcrunch.passes.quantize.per_token import per_token_rewrite
 from modelcrunch.passes.quantize.preprocess import Prepared, prepare
+from modelcrunch.passes.quantize.qdq import compact_qdq
 from modelcrunch.passes.quantize.ranges import activation_absmax
 from modelcrunch.passes.quantize.sensitivity import Build
 from modelcrunch.passes.quantize.static import quantize_static_model
@@ -106,7 +113,9 @@ def per_token_nodes(path: Path) -> set[str]:
     }
 
 
-def _finish(path: Path, *, per_token: Sequence[str], compact: bool, keep_exact: Sequence[str]) -> None:
+def _finish(
+    path: Path, *, per_token: Sequence[str], compact: bool, keep_exact: Sequence[str], qdq: bool = False
+) -> None:
     """Rewrite ORT's dynamic/static output at ``path`` in one load and one save:
 
     * ``per_token``: the MatMuls the sensitivity analysis took out of per-tensor int8 get per-token
@@ -115,12 +124,15 @@ def _finish(path: Path, *, per_token: Sequence[str], compact: bool, keep_exact: 
       layers the sensitivity analysis kept float) are stored in the int8 storage form: they still
       compute in fp32, and the weight rounding (<= 1/254 per channel) is not what hurt them —
       activation quantization is. The result is measured like any candidate. ``keep_exact`` (the
-      user's ``--exclude``) stays exact.
+      user's ``--exclude``) stays exact;
+    * ``qdq``: zero points that say 0 and ORT's long generated names are dropped (``qdq.py``).
     """
-    if not per_token and not compact:
+    if not per_token and not compact and not qdq:
         return
     proto = onnx.load(str(path))
     changed = bool(per_token_rewrite(proto, per_token)) if per_token else False
+    if qdq and compact_qdq(proto):
+        changed = True
     model = ir.serde.deserialize_model(proto)
     if compact and storage_quantize(model, exclude=frozenset(keep_exact), weight_slots_only=True):
         changed = True
@@ -173,6 +185,7 @@ def mode_build(ws: Workspace, mode: Mode) -> ModeBuild:
                 per_token=[n for n in exclude if n not in set(options.exclude)] if fallback else [],
                 compact=options.compact,
                 keep_exact=options.exclude,
+                qdq=mode is Mode.STATIC and options.quant_format is QuantFormat.QDQ,
             )
             return out
 
