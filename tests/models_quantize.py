@@ -327,3 +327,30 @@ def einsum_proto() -> onnx.ModelProto:
         inits,
         17,
     )
+
+
+def conv_bn_proto(*, opset: int = 11) -> onnx.ModelProto:
+    """input[batch,3,16,16] → Conv(3→32, no bias) → BatchNormalization → Relu → GAP → output[batch,32,1,1]
+    at an old opset, as mobile CNN exporters write it. Its own RNG: the shared stream stays as it was."""
+    rng = np.random.default_rng(11)
+    w = lambda *shape: (rng.standard_normal(shape) * 0.2).astype(np.float32)  # noqa: E731
+    inits = {
+        "w": w(32, 3, 3, 3),
+        "gamma": 1.0 + w(32),
+        "beta": w(32),
+        "mean": w(32),
+        "var": 0.5 + np.abs(w(32)),
+    }
+    nodes = [
+        helper.make_node("Conv", ["input", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+        helper.make_node("BatchNormalization", ["c", "gamma", "beta", "mean", "var"], ["b"], name="bn"),
+        helper.make_node("Relu", ["b"], ["r"], name="relu"),
+        helper.make_node("GlobalAveragePool", ["r"], ["output"], name="gap"),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 16, 16])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 32, 1, 1])],
+        inits,
+        opset,
+    )

@@ -14,6 +14,7 @@ import typer
 from models import assert_same_signature, mlp_proto, run_ort, save_proto
 from models_quantize import (
     cnn_proto,
+    conv_bn_proto,
     embedding_layernorm_proto,
     embedding_proto,
     if_matmul_proto,
@@ -260,7 +261,28 @@ def test_storage_int8_is_4x_smaller_and_nearly_exact(cnn, tmp_path):
     check(src, out, FEED_CNN, min_cosine=0.9999)
     inits = {t.name: t.data_type for t in onnx.load(str(out)).graph.initializer}
     assert inits["c2w_int8"] == onnx.TensorProto.INT8 and "c2w" not in inits
-    assert any(n.reason.startswith("weight under") for n in report.nodes_excluded)  # conv1 weight is tiny
+    assert any(n.reason.startswith("weight under") for n in report.nodes_excluded)  # the fc weight is tiny
+
+
+def test_storage_folds_batchnorm_first(tmp_path):
+    """Storage works on the pre-processed graph: BatchNormalization is folded into the Conv (no
+    float BN parameters left), the opset-11 model is raised to 13, the I/O signature is unchanged."""
+    model = conv_bn_proto()
+    src = save_proto(model, tmp_path / "m.onnx")
+    out = tmp_path / "q.onnx"
+    quantize_model(
+        src,
+        out,
+        QuantizeOptions(mode=Mode.STORAGE, **FAST),
+        calibration=stacked_data(model, tmp_path / "c.npz"),
+    )
+    feed = {"input": np.random.default_rng(4).random((2, 3, 16, 16)).astype(np.float32)}
+    check(src, out, feed, min_cosine=0.9999)
+    saved = onnx.load(str(out))
+    assert "BatchNormalization" not in ops(out)
+    sizes = {t.name: (t.data_type, int(np.prod(t.dims))) for t in saved.graph.initializer}
+    assert (onnx.TensorProto.INT8, 32 * 27) in sizes.values()  # the folded Conv weight
+    assert all(n <= 32 for kind, n in sizes.values() if kind == onnx.TensorProto.FLOAT)  # bias, scales
 
 
 def test_fp16_keeps_io_types_and_overflowing_ops_fp32(tmp_path):

@@ -214,9 +214,11 @@ def mode_build(ws: Workspace, mode: Mode) -> ModeBuild:
         return ModeBuild(build, _nodes(proto, ("MatMul", "Gather") if gathers else ("MatMul",)), notes)
 
     if mode is Mode.STORAGE:
+        prep = ws.prepared(per_channel=options.per_channel)  # BatchNormalization folded into Conv
+        prepared = ir.serde.deserialize_model(prep.load())
 
         def build(only: Sequence[str] | None, exclude: Sequence[str]) -> Path:
-            model = ws.copy_model()
+            model = ir.serde.deserialize_model(prep.load())
             storage_quantize(
                 model, exclude=frozenset(exclude), include=None if only is None else frozenset(only)
             )
@@ -224,7 +226,7 @@ def mode_build(ws: Workspace, mode: Mode) -> ModeBuild:
             ir.save(model, out)
             return out
 
-        return ModeBuild(build, _weighted(ws.model), [])
+        return ModeBuild(build, _weighted(prepared), list(prep.notes))
 
     if mode in HALF_MODES:
         dtype = HALF_MODES[mode]

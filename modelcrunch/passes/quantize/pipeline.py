@@ -44,7 +44,7 @@ from modelcrunch.passes.quantize.report import (
     weighted_nodes,
 )  # fmt: skip
 from modelcrunch.passes.quantize.sensitivity import Score, guard
-from modelcrunch.passes.quantize.storage import MIN_ELEMENTS
+from modelcrunch.passes.quantize.storage import MIN_ELEMENTS, MIN_WEIGHT_ELEMENTS
 from modelcrunch.runtime.fidelity import Fidelity, finite_or_none, measure_fidelity
 from modelcrunch.runtime.session import make_session
 
@@ -240,7 +240,10 @@ def _excluded_nodes(
 
 def _why_float(mode: Mode, op_type: str) -> str:
     if mode is Mode.STORAGE:
-        return f"weight under {MIN_ELEMENTS} elements or shared with a graph input/output: kept float"
+        return (
+            f"weight under {MIN_WEIGHT_ELEMENTS} elements (other tensors {MIN_ELEMENTS}) or shared with a "
+            "graph input/output: kept float"
+        )
     if mode is Mode.WEIGHT_ONLY:
         return f"{op_type} has no MatMulNBits form (only MatMul, and 4-bit embedding Gather)"
     if mode is Mode.DYNAMIC and op_type not in DYNAMIC_OP_TYPES:
