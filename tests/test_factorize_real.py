@@ -42,6 +42,8 @@ def test_energy_factorization_is_valid_and_explains_skips(path, tmp_path):
     assert any(layer["status"] == "factorized" for layer in layers)
     assert all(layer["reason"] for layer in layers if layer["status"] == "skipped")
     session = make_session(out.path)
-    data = next(path.parent.glob("*test.npz"), None)  # real inputs where the model comes with them
+    # real inputs where the model comes with them: <stem>_test.npz, else the folder's only *test.npz
+    own, found = path.with_name(f"{path.stem}_test.npz"), sorted(path.parent.glob("*test.npz"))
+    data = own if own.is_file() else (found[0] if len(found) == 1 else None)
     feeds = load_dataset(data).samples[0] if data else synthesize_feeds(session, shapes=shapes, batch=1)
     assert all(np.isfinite(o).all() for o in session.run(None, feeds) if o.dtype.kind == "f")
