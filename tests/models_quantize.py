@@ -354,3 +354,25 @@ def conv_bn_proto(*, opset: int = 11) -> onnx.ModelProto:
         inits,
         opset,
     )
+
+
+def near_tie_proto() -> onnx.ModelProto:
+    """input[batch,16] → MatMul(16→64) → Relu → MatMul(64→10) → logits: classes 0 and 1 have almost
+    the same weights, so int8 flips many argmaxes while the logits' cosine stays ~1."""
+    rng = np.random.default_rng(5)
+    w1 = (rng.standard_normal((16, 64)) * 0.3).astype(np.float32)
+    w2 = (rng.standard_normal((64, 10)) * 0.3).astype(np.float32)
+    w2[:, 0] += 1.0  # classes 0 and 1 win every time ...
+    w2[:, 1] = w2[:, 0] + (rng.standard_normal(64) * 1e-2).astype(np.float32)  # ... by a hair
+    nodes = [
+        helper.make_node("MatMul", ["input", "w1"], ["h"], name="fc1"),
+        helper.make_node("Relu", ["h"], ["r"], name="relu"),
+        helper.make_node("MatMul", ["r", "w2"], ["logits"], name="head"),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 16])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
+        {"w1": w1, "w2": w2},
+        17,
+    )

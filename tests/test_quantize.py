@@ -20,6 +20,7 @@ from models_quantize import (
     if_matmul_proto,
     matmul_proto,
     mixed_range_proto,
+    near_tie_proto,
     outlier_token_proto,
     softmax_overflow_proto,
     stacked_data,
@@ -27,7 +28,7 @@ from models_quantize import (
 from typer.testing import CliRunner
 
 from modelcrunch.cli.quantize import quantize_cmd
-from modelcrunch.errors import EXIT_BAD_INPUT, EXIT_GATE, GateFailed
+from modelcrunch.errors import EXIT_BAD_INPUT, EXIT_GATE, GateFailed, ModelcrunchError
 from modelcrunch.passes.quantize import Mode, QuantizeOptions, quantize_model
 from modelcrunch.passes.quantize.per_token import per_token_rewrite
 from modelcrunch.passes.quantize.report import SCHEMA
@@ -532,3 +533,38 @@ def test_compact_qdq_keeps_the_fused_graph_and_outputs(cnn, tmp_path):
     fused = _fused_ops(compact)
     assert fused == _fused_ops(plain) and fused["QLinearConv"] == 2 and fused["QGemm"] == 1
     np.testing.assert_array_equal(run_ort(compact, FEED_CNN)[0], run_ort(plain, FEED_CNN)[0])
+
+
+@pytest.mark.parametrize("mode", [Mode.DYNAMIC, Mode.STATIC])
+def test_top1_gate_keeps_the_near_tied_head_float_and_exact(tmp_path, mode):
+    """Logits' cosine stays ~1 while int8 flips argmaxes (classes 0 and 1 nearly tie): only
+    --min-top1-agreement sees it. The guard keeps the head float, and --compact does not store its
+    weight as int8 either, because that rounding alone flips the ties too."""
+    model = near_tie_proto()
+    src = save_proto(model, tmp_path / "m.onnx")
+    calib = stacked_data(model, tmp_path / "c.npz", n=64)
+    base = {"bench": False, "per_token": False}
+    plain = quantize_model(
+        src, tmp_path / "a.onnx", QuantizeOptions(mode=mode, sensitivity=False, **base), calibration=calib
+    )
+    assert plain.fidelity["worst_cosine"] > 0.9999 and plain.fidelity["outputs"][0]["top1_agreement"] < 0.9
+    out = tmp_path / "q.onnx"
+    options = QuantizeOptions(mode=mode, min_top1_agreement=0.95, **base)
+    report = quantize_model(src, out, options, calibration=calib)
+    assert report.target["met"] and report.target["min_top1_agreement"] == 0.95
+    assert report.nodes_quantized == ["fc1"]
+    assert "top-1 agreement" in {n.name: n.reason for n in report.nodes_excluded}["head"]
+    assert "w2" in {t.name for t in onnx.load(str(out)).graph.initializer}  # the head's weight, exact
+    assert report.fidelity["outputs"][0]["top1_agreement"] >= 0.95
+
+
+def test_top1_gate_needs_a_classifier_output(tmp_path):
+    model = conv_bn_proto()  # output [batch, 32, 1, 1]: no classes on the last axis
+    src = save_proto(model, tmp_path / "m.onnx")
+    with pytest.raises(ModelcrunchError, match="min-top1-agreement"):
+        quantize_model(
+            src,
+            tmp_path / "q.onnx",
+            QuantizeOptions(mode=Mode.STATIC, min_top1_agreement=0.9, **FAST),
+            calibration=stacked_data(model, tmp_path / "c.npz"),
+        )

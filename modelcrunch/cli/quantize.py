@@ -86,6 +86,10 @@ def quantize_cmd(
         float | None,
         typer.Option(help="Gate: worst output-channel error / that channel's scale (detector heads)."),
     ] = None,
+    min_top1_agreement: Annotated[
+        float | None,
+        typer.Option(help="Gate: share of argmaxes over the last axis that agree (classes, CTC steps)."),
+    ] = None,
     require_faster: Annotated[bool, typer.Option(help="Fail (exit 3) unless the result is faster.")] = False,
     sensitivity: Annotated[bool, typer.Option(help="Keep the worst layers float to meet the target.")] = True,
     compact: Annotated[
@@ -125,6 +129,7 @@ def quantize_cmd(
         min_cosine=min_cosine,
         max_drop=max_drop,
         max_channel_error=max_channel_error,
+        min_top1_agreement=min_top1_agreement,
         require_faster=require_faster,
         sensitivity=sensitivity,
         compact=compact,

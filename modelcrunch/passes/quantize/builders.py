@@ -76,6 +76,7 @@ class ModeBuild:
     build: Build
     layers: list[str]  # nodes the sensitivity analysis may keep float, in graph order
     notes: list[str]
+    compactable: bool = False  # leaves float weights that ``compact_copy`` may store as int8
 
 
 def _nodes(model: onnx.ModelProto, op_types: Sequence[str]) -> list[str]:
@@ -113,31 +114,33 @@ def per_token_nodes(path: Path) -> set[str]:
     }
 
 
-def _finish(
-    path: Path, *, per_token: Sequence[str], compact: bool, keep_exact: Sequence[str], qdq: bool = False
-) -> None:
+def _finish(path: Path, *, per_token: Sequence[str], qdq: bool) -> None:
     """Rewrite ORT's dynamic/static output at ``path`` in one load and one save:
 
     * ``per_token``: the MatMuls the sensitivity analysis took out of per-tensor int8 get per-token
       int8 activations instead (``per_token.py``);
-    * ``compact``: the float weights the pass left (embedding tables, Convs under dynamic int8,
-      layers the sensitivity analysis kept float) are stored in the int8 storage form: they still
-      compute in fp32, and the weight rounding (<= 1/254 per channel) is not what hurt them —
-      activation quantization is. The result is measured like any candidate. ``keep_exact`` (the
-      user's ``--exclude``) stays exact;
     * ``qdq``: zero points that say 0 and ORT's long generated names are dropped (``qdq.py``).
     """
-    if not per_token and not compact and not qdq:
+    if not per_token and not qdq:
         return
     proto = onnx.load(str(path))
     changed = bool(per_token_rewrite(proto, per_token)) if per_token else False
-    if qdq and compact_qdq(proto):
-        changed = True
-    model = ir.serde.deserialize_model(proto)
-    if compact and storage_quantize(model, exclude=frozenset(keep_exact), weight_slots_only=True):
-        changed = True
-    if changed:
-        ir.save(model, path)
+    if (qdq and compact_qdq(proto)) or changed:
+        onnx.save(proto, str(path))
+
+
+def compact_copy(ws: Workspace, path: Path, keep_exact: Sequence[str]) -> Path | None:
+    """A copy of the candidate at ``path`` whose float weights (embedding tables, Convs under
+    dynamic int8, layers kept float) are stored in the int8 storage form (``storage.py``): they
+    still compute in fp32. ``keep_exact`` names nodes whose weights stay exact. None when no
+    weight qualifies. The pipeline measures the copy like any candidate and keeps it only if it
+    meets the target (weight rounding can flip near-tied outputs too)."""
+    model = ir.serde.deserialize_model(onnx.load(str(path)))
+    if not storage_quantize(model, exclude=frozenset(keep_exact), weight_slots_only=True):
+        return None
+    out = ws.new_path(path.stem.split("_")[0] + "_compact")
+    ir.save(model, out)
+    return out
 
 
 #: The half-precision modes and their ONNX types (``fp16.py``).
@@ -183,8 +186,6 @@ def mode_build(ws: Workspace, mode: Mode) -> ModeBuild:
             _finish(
                 out,
                 per_token=[n for n in exclude if n not in set(options.exclude)] if fallback else [],
-                compact=options.compact,
-                keep_exact=options.exclude,
                 qdq=mode is Mode.STATIC and options.quant_format is QuantFormat.QDQ,
             )
             return out
@@ -196,7 +197,7 @@ def mode_build(ws: Workspace, mode: Mode) -> ModeBuild:
         layers = (
             _nodes(prepared, op_types) if mode is Mode.STATIC else _const_weight_nodes(prepared, op_types)
         )
-        return ModeBuild(build, layers, notes)
+        return ModeBuild(build, layers, notes, compactable=True)
 
     if mode is Mode.WEIGHT_ONLY:
         proto, gathers, notes = gather_opset(ir.to_proto(ws.model), options)

@@ -75,6 +75,7 @@ class QuantizeOptions:
     min_cosine: float | None = None  # fidelity target: worst output cosine
     max_drop: float | None = None  # fidelity target: accuracy drop in points (needs labels)
     max_channel_error: float | None = None  # gate: worst output-channel error / that channel's scale
+    min_top1_agreement: float | None = None  # gate: argmax agreement over the last axis (classes, CTC steps)
     require_faster: bool = False
     sensitivity: bool = True  # keep the worst layers in float until the target is met
     compact: bool = True  # dynamic/static: store the float weights they leave (embeddings...) as int8
@@ -105,6 +106,8 @@ class QuantizeOptions:
             raise ModelcrunchError(f"--min-cosine {self.min_cosine}: must be within [-1, 1]")
         if self.max_drop is not None and not 0.0 <= self.max_drop <= 100.0:
             raise ModelcrunchError(f"--max-drop {self.max_drop}: must be within [0, 100] points")
+        if self.min_top1_agreement is not None and not 0.0 <= self.min_top1_agreement <= 1.0:
+            raise ModelcrunchError(f"--min-top1-agreement {self.min_top1_agreement}: must be within [0, 1]")
         if self.max_channel_error is not None and not self.max_channel_error > 0:
             raise ModelcrunchError(f"--max-channel-error {self.max_channel_error}: must be > 0")
         if self.max_calibration_samples < 1 or self.max_eval_samples < 1:

@@ -13,7 +13,7 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import onnx
@@ -27,6 +27,7 @@ from modelcrunch.passes.quantize import auto
 from modelcrunch.passes.quantize.builders import (
     HALF_MODES,
     Workspace,
+    compact_copy,
     half_keep_reasons,
     mode_build,
     nonfinite_outputs,
@@ -43,7 +44,7 @@ from modelcrunch.passes.quantize.report import (
     still_float,
     weighted_nodes,
 )  # fmt: skip
-from modelcrunch.passes.quantize.sensitivity import Score, guard
+from modelcrunch.passes.quantize.sensitivity import GuardResult, Score, guard
 from modelcrunch.passes.quantize.storage import MIN_ELEMENTS, MIN_WEIGHT_ELEMENTS
 from modelcrunch.runtime.fidelity import Fidelity, finite_or_none, measure_fidelity
 from modelcrunch.runtime.session import make_session
@@ -76,6 +77,9 @@ def _meets(options: QuantizeOptions, score: Score) -> bool:
     cosine = fidelity.worst_cosine
     if not math.isfinite(cosine) or cosine < options.effective_min_cosine:
         return False
+    top1 = fidelity.worst_top1_agreement
+    if options.min_top1_agreement is not None and (top1 is None or top1 < options.min_top1_agreement):
+        return False
     drop = fidelity.accuracy_drop
     return options.max_drop is None or drop is None or drop * 100.0 <= options.max_drop + 1e-9
 
@@ -84,7 +88,26 @@ def _target_text(options: QuantizeOptions) -> str:
     text = f"--min-cosine {options.effective_min_cosine}"
     if options.max_channel_error is not None:
         text += f", --max-channel-error {options.max_channel_error}"
+    if options.min_top1_agreement is not None:
+        text += f", --min-top1-agreement {options.min_top1_agreement}"
     return text + (f" and --max-drop {options.max_drop}" if options.max_drop is not None else "")
+
+
+def _measured_text(built: _Built) -> str:
+    fidelity = built.fidelity
+    text = f"worst cosine {fidelity.worst_cosine:.4f}, worst channel error {built.channel_error:.2f}"
+    if fidelity.worst_top1_agreement is not None:
+        text += f", top-1 agreement {fidelity.worst_top1_agreement:.2%}"
+    return text + (
+        f", accuracy drop {fidelity.accuracy_drop:.2%}" if fidelity.accuracy_drop is not None else ""
+    )
+
+
+def _classifier_outputs(session: ort.InferenceSession) -> bool:
+    """Whether some output can have a top-1 (float, rank >= 2, last axis not 1)."""
+    return any(
+        o.type == "tensor(float)" and len(o.shape) >= 2 and o.shape[-1] != 1 for o in session.get_outputs()
+    )
 
 
 def _name_nodes(model: ir.Model) -> None:
@@ -150,26 +173,32 @@ class _Judge:
     def _prefix(self, samples: int) -> list[dict]:
         return self.feeds[: max(1, math.ceil(samples / self.size))]
 
-    def score(self, path: Path, *, probe: bool, weight: float) -> Score:
+    def score(self, path: Path, *, probe: bool) -> Score:
+        """Fidelity and channel error of ``path``; the gates switched on also rank layers (``Score.loss``)."""
         candidate = _Memo(make_session(path, provider=self.options.provider, threads=self.options.threads))
         feeds = self._prefix(PROBE_SAMPLES) if probe else self.feeds
         fidelity = measure_fidelity(self.reference, candidate, feeds, labels=None if probe else self.labels)
         channel = worst_channel_error(
             self.reference, candidate, feeds if probe else self._prefix(CHANNEL_SAMPLES)
         )
-        return Score(fidelity, channel, weight)
+        options = self.options
+        return Score(
+            fidelity,
+            channel,
+            channel_weight=0.0 if options.max_channel_error is None else 0.01,
+            top1_weight=0.0 if options.min_top1_agreement is None else 1.0,
+        )
 
 
 def _build_mode(ws: Workspace, mode: Mode, judge: _Judge, on_progress: Progress) -> _Built:
     options = ws.options
     spec = mode_build(ws, mode)
-    weight = 0.0 if options.max_channel_error is None else 0.01
 
     def measure(path: Path) -> Score:
-        return judge.score(path, probe=False, weight=weight)
+        return judge.score(path, probe=False)
 
     def probe(path: Path) -> Score:
-        return judge.score(path, probe=True, weight=weight)
+        return judge.score(path, probe=True)
 
     user = list(options.exclude)
     layers = [n for n in spec.layers if n not in set(user)] if options.sensitivity else []
@@ -184,6 +213,8 @@ def _build_mode(ws: Workspace, mode: Mode, judge: _Judge, on_progress: Progress)
         on_progress=on_progress,
     )
     notes = list(spec.notes)
+    if spec.compactable and options.compact:
+        result = _compact(ws, result, user, measure, lambda f: _meets(options, f), notes)
     met = result.met
     per_token = per_token_nodes(result.path) if mode is Mode.DYNAMIC and options.per_token else set()
     if per_token:
@@ -203,6 +234,32 @@ def _build_mode(ws: Workspace, mode: Mode, judge: _Judge, on_progress: Progress)
         mode, result.path, result.score.fidelity, result.score.channel_error, excluded, met, notes,
         frozenset(per_token),
     )  # fmt: skip
+
+
+def _compact(
+    ws: Workspace,
+    result: GuardResult,
+    user: list[str],
+    measure: Callable[[Path], Score],
+    meets: Callable[[Score], bool],
+    notes: list[str],
+) -> GuardResult:
+    """``--compact``: store the float weights the candidate left as int8 (``compact_copy``): all
+    of them if the result still meets the target, else all but those of the layers the
+    sensitivity analysis kept float, else none. The user's --exclude always stay exact."""
+    kept = [n for n in result.excluded if n not in set(user)]
+    attempts = [(user, "every weight left float stored as int8")]
+    if kept:
+        attempts.append((user + kept, "weights left float stored as int8, except the layers kept float"))
+    for keep_exact, what in attempts:
+        path = compact_copy(ws, result.path, keep_exact)
+        if path is None:
+            continue
+        score = measure(path)
+        if meets(score) if result.met else score.loss <= result.score.loss:
+            notes.append(f"--compact: {what}")
+            return replace(result, path=path, score=score, met=meets(score))
+    return result
 
 
 def _excluded_nodes(
@@ -304,6 +361,11 @@ def quantize_model(
         reference = work / "reference.onnx"
         ir.save(model, reference)
         session = make_session(reference, provider=options.provider, threads=options.threads)
+        if options.min_top1_agreement is not None and not _classifier_outputs(session):
+            raise ModelcrunchError(
+                "--min-top1-agreement: no output of this model has classes on its last axis "
+                "(float, rank >= 2); use --min-cosine"
+            )
         calib = load_feeds(calibration, session, limit=options.max_calibration_samples, shapes=shapes)
         evals = (
             load_feeds(evaluation, session, limit=options.max_eval_samples, shapes=shapes)
@@ -382,21 +444,18 @@ def quantize_model(
             if ratio >= 1.0:
                 warnings.append(f"the quantized model is SLOWER than the original ({ratio:.2f}x latency)")
         if not chosen.met:
-            warnings.append(
-                f"fidelity target NOT met ({_target_text(options)}; worst cosine "
-                f"{chosen.fidelity.worst_cosine:.4f}, worst channel error {chosen.channel_error:.2f})"
-            )
+            warnings.append(f"fidelity target NOT met ({_target_text(options)}; {_measured_text(chosen)})")
         if options.require_faster and (ratio is None or ratio >= auto.FASTER_BELOW):
             raise GateFailed(
                 f"--require-faster: the {chosen.mode.value} model is not faster than the original by "
                 f"{1 - auto.FASTER_BELOW:.0%} "
                 f"({'unmeasured' if ratio is None else f'{ratio:.2f}x'} latency); nothing written"
             )
-        if not chosen.met and (options.min_cosine is not None or options.max_drop is not None):
+        gated = (options.min_cosine, options.max_drop, options.min_top1_agreement, options.max_channel_error)
+        if not chosen.met and any(g is not None for g in gated):
             raise GateFailed(
                 f"fidelity target not met by the {chosen.mode.value} model ({_target_text(options)}; "
-                f"worst cosine {chosen.fidelity.worst_cosine:.4f}, worst channel error "
-                f"{chosen.channel_error:.2f}, accuracy drop {chosen.fidelity.accuracy_drop}); nothing written"
+                f"{_measured_text(chosen)}); nothing written"
             )
         final = load_model(chosen.path, canonical=False)
         drop_shape_annotations(final, keep=annotated)
@@ -428,6 +487,7 @@ def quantize_model(
             "min_cosine": options.effective_min_cosine,
             "max_drop": options.max_drop,
             "max_channel_error": options.max_channel_error,
+            "min_top1_agreement": options.min_top1_agreement,
             "met": chosen.met,
         },
         preprocessing=prep_notes,

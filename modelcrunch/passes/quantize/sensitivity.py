@@ -43,14 +43,22 @@ class Score:
     fidelity: Fidelity
     channel_error: float
     channel_weight: float = 0.0  # 0.01 when the channel-error gate is on, so it ranks layers too
+    top1_weight: float = 0.0  # 1 when the top-1 agreement gate is on
 
     @property
     def loss(self) -> float:
-        """One number to rank by: cosine loss, or the (weighted) channel error."""
+        """One number to rank by: cosine loss, or the (weighted) channel error or top-1 disagreement."""
         cosine = self.fidelity.worst_cosine
         if not math.isfinite(cosine) or not math.isfinite(self.channel_error):
             return math.inf
-        return max(1.0 - cosine, self.channel_weight * self.channel_error)
+        top1 = self.fidelity.worst_top1_agreement
+        disagreement = 0.0 if top1 is None else self.top1_weight * (1.0 - top1)
+        return max(1.0 - cosine, self.channel_weight * self.channel_error, disagreement)
+
+    def describe(self) -> str:
+        text = f"output cosine {self.fidelity.worst_cosine:.4f}, worst channel error {self.channel_error:.2f}"
+        top1 = self.fidelity.worst_top1_agreement
+        return text + (f", top-1 agreement {top1:.2%}" if self.top1_weight and top1 is not None else "")
 
 
 #: build(nodes_to_quantize or None for all, nodes_to_exclude) -> path of the candidate model
@@ -121,8 +129,8 @@ def guard(
     def attempt(count: int) -> GuardResult:
         if count not in tried:
             excluded = {
-                node: f"quantized alone: output cosine {r.score.fidelity.worst_cosine:.4f}, worst channel "
-                f"error {r.score.channel_error:.2f} (sensitivity rank {i + 1}); kept float to meet {target}"
+                node: f"quantized alone: {r.score.describe()} (sensitivity rank {i + 1}); "
+                f"kept float to meet {target}"
                 for i, r in enumerate(ranking[:count])
                 for node in r.nodes
             }
