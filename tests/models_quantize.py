@@ -356,9 +356,9 @@ def conv_bn_proto(*, opset: int = 11) -> onnx.ModelProto:
     )
 
 
-def near_tie_proto() -> onnx.ModelProto:
-    """input[batch,16] → MatMul(16→64) → Relu → MatMul(64→10) → logits: classes 0 and 1 have almost
-    the same weights, so int8 flips many argmaxes while the logits' cosine stays ~1."""
+def near_tie_proto(*, softmax: bool = False) -> onnx.ModelProto:
+    """input[batch,16] → MatMul(16→64) → Relu → MatMul(64→10) → logits (→ Softmax → probs): classes 0
+    and 1 have almost the same weights, so int8 flips many argmaxes while the cosine stays ~1."""
     rng = np.random.default_rng(5)
     w1 = (rng.standard_normal((16, 64)) * 0.3).astype(np.float32)
     w2 = (rng.standard_normal((64, 10)) * 0.3).astype(np.float32)
@@ -369,10 +369,12 @@ def near_tie_proto() -> onnx.ModelProto:
         helper.make_node("Relu", ["h"], ["r"], name="relu"),
         helper.make_node("MatMul", ["r", "w2"], ["logits"], name="head"),
     ]
+    if softmax:
+        nodes.append(helper.make_node("Softmax", ["logits"], ["probs"], axis=-1, name="softmax"))
     return _model(
         nodes,
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 16])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
+        [helper.make_tensor_value_info("probs" if softmax else "logits", TensorProto.FLOAT, ["batch", 10])],
         {"w1": w1, "w2": w2},
         17,
     )

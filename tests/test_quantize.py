@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import pytest
 import typer
 from models import assert_same_signature, mlp_proto, run_ort, save_proto
@@ -568,3 +569,48 @@ def test_top1_gate_needs_a_classifier_output(tmp_path):
             QuantizeOptions(mode=Mode.STATIC, min_top1_agreement=0.9, **FAST),
             calibration=stacked_data(model, tmp_path / "c.npz"),
         )
+
+
+def test_class_probabilities_get_a_default_top1_target(tmp_path):
+    """A Softmax output is a class output: without any flag the target includes 99 % top-1
+    agreement on it, so the near-tied head stays float; --min-top1-agreement 0 switches it off."""
+    model = near_tie_proto(softmax=True)
+    src = save_proto(model, tmp_path / "m.onnx")
+    calib = stacked_data(model, tmp_path / "c.npz", n=64)
+    options = QuantizeOptions(mode=Mode.DYNAMIC, bench=False, per_token=False)
+    report = quantize_model(src, tmp_path / "q.onnx", options, calibration=calib)
+    assert report.target["min_top1_agreement"] == 0.99 and report.target["top1_outputs"] == ["probs"]
+    assert report.target["met"] and report.nodes_quantized == ["fc1"]
+    off = quantize_model(
+        src, tmp_path / "o.onnx", replace(options, min_top1_agreement=0.0), calibration=calib
+    )
+    assert off.nodes_quantized == ["fc1", "head"]
+
+
+def test_class_outputs_found_through_hand_built_softmax():
+    from onnx import TensorProto, helper
+
+    from modelcrunch.passes.quantize.targets import class_outputs
+
+    nodes = [
+        helper.make_node("Exp", ["x"], ["e"]),
+        helper.make_node("ReduceSum", ["e", "axes"], ["s"], keepdims=1),
+        helper.make_node("Div", ["e", "s"], ["p"]),
+        helper.make_node("Reshape", ["p", "shape"], ["probs"]),
+        helper.make_node("Relu", ["x"], ["features"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 5])],
+        [
+            helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["n", 5]),
+            helper.make_tensor_value_info("features", TensorProto.FLOAT, ["n", 5]),
+        ],
+        [
+            onnx.numpy_helper.from_array(np.array([-1], np.int64), "axes"),
+            onnx.numpy_helper.from_array(np.array([-1, 5], np.int64), "shape"),
+        ],
+    )
+    model = ir.serde.deserialize_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]))
+    assert class_outputs(model) == {"probs": 2}

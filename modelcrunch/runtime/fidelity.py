@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,7 +73,15 @@ class Fidelity:
 
     @property
     def worst_top1_agreement(self) -> float | None:
-        values = [o.top1_agreement for o in self.outputs if o.top1_agreement is not None]
+        return self.worst_top1_agreement_of(None)
+
+    def worst_top1_agreement_of(self, names: Collection[str] | None) -> float | None:
+        """Worst top-1 agreement over the named outputs (None: every classifier-shaped one)."""
+        values = [
+            o.top1_agreement
+            for o in self.outputs
+            if o.top1_agreement is not None and (names is None or o.name in names)
+        ]
         return min(values) if values else None
 
     @property

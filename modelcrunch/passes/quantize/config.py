@@ -76,6 +76,7 @@ class QuantizeOptions:
     max_drop: float | None = None  # fidelity target: accuracy drop in points (needs labels)
     max_channel_error: float | None = None  # gate: worst output-channel error / that channel's scale
     min_top1_agreement: float | None = None  # gate: argmax agreement over the last axis (classes, CTC steps)
+    top1_outputs: tuple[str, ...] | None = None  # outputs the top-1 gate reads (None: every one with classes)
     require_faster: bool = False
     sensitivity: bool = True  # keep the worst layers in float until the target is met
     compact: bool = True  # dynamic/static: store the float weights they leave (embeddings...) as int8

@@ -46,6 +46,13 @@ from modelcrunch.passes.quantize.report import (
 )  # fmt: skip
 from modelcrunch.passes.quantize.sensitivity import GuardResult, Score, guard
 from modelcrunch.passes.quantize.storage import MIN_ELEMENTS, MIN_WEIGHT_ELEMENTS
+from modelcrunch.passes.quantize.targets import (
+    has_classifier_output,
+    measured_text,
+    meets,
+    target_text,
+    with_default_top1,
+)
 from modelcrunch.runtime.fidelity import Fidelity, finite_or_none, measure_fidelity
 from modelcrunch.runtime.session import make_session
 
@@ -68,46 +75,6 @@ class _Built:
     met: bool
     notes: list[str]
     per_token: frozenset[str] = frozenset()  # sensitive MatMuls given per-token int8, not float
-
-
-def _meets(options: QuantizeOptions, score: Score) -> bool:
-    fidelity = score.fidelity
-    if options.max_channel_error is not None and not score.channel_error <= options.max_channel_error:
-        return False
-    cosine = fidelity.worst_cosine
-    if not math.isfinite(cosine) or cosine < options.effective_min_cosine:
-        return False
-    top1 = fidelity.worst_top1_agreement
-    if options.min_top1_agreement is not None and (top1 is None or top1 < options.min_top1_agreement):
-        return False
-    drop = fidelity.accuracy_drop
-    return options.max_drop is None or drop is None or drop * 100.0 <= options.max_drop + 1e-9
-
-
-def _target_text(options: QuantizeOptions) -> str:
-    text = f"--min-cosine {options.effective_min_cosine}"
-    if options.max_channel_error is not None:
-        text += f", --max-channel-error {options.max_channel_error}"
-    if options.min_top1_agreement is not None:
-        text += f", --min-top1-agreement {options.min_top1_agreement}"
-    return text + (f" and --max-drop {options.max_drop}" if options.max_drop is not None else "")
-
-
-def _measured_text(built: _Built) -> str:
-    fidelity = built.fidelity
-    text = f"worst cosine {fidelity.worst_cosine:.4f}, worst channel error {built.channel_error:.2f}"
-    if fidelity.worst_top1_agreement is not None:
-        text += f", top-1 agreement {fidelity.worst_top1_agreement:.2%}"
-    return text + (
-        f", accuracy drop {fidelity.accuracy_drop:.2%}" if fidelity.accuracy_drop is not None else ""
-    )
-
-
-def _classifier_outputs(session: ort.InferenceSession) -> bool:
-    """Whether some output can have a top-1 (float, rank >= 2, last axis not 1)."""
-    return any(
-        o.type == "tensor(float)" and len(o.shape) >= 2 and o.shape[-1] != 1 for o in session.get_outputs()
-    )
 
 
 def _name_nodes(model: ir.Model) -> None:
@@ -187,6 +154,7 @@ class _Judge:
             channel,
             channel_weight=0.0 if options.max_channel_error is None else 0.01,
             top1_weight=0.0 if options.min_top1_agreement is None else 1.0,
+            top1_outputs=options.top1_outputs,
         )
 
 
@@ -207,14 +175,14 @@ def _build_mode(ws: Workspace, mode: Mode, judge: _Judge, on_progress: Progress)
         spec.build,
         measure,
         probe,
-        lambda f: _meets(options, f),
+        lambda f: meets(options, f),
         base_exclude=user,
-        target=_target_text(options),
+        target=target_text(options),
         on_progress=on_progress,
     )
     notes = list(spec.notes)
     if spec.compactable and options.compact:
-        result = _compact(ws, result, user, measure, lambda f: _meets(options, f), notes)
+        result = _compact(ws, result, user, measure, lambda f: meets(options, f), notes)
     met = result.met
     per_token = per_token_nodes(result.path) if mode is Mode.DYNAMIC and options.per_token else set()
     if per_token:
@@ -355,13 +323,16 @@ def quantize_model(
     model = load_model(source)
     _name_nodes(model)
     annotated = annotated_names(model)  # the source's own value_info survives; ours is dropped
+    gates = (options.min_cosine, options.max_drop, options.min_top1_agreement, options.max_channel_error)
+    gated = any(g is not None for g in gates)  # a target the user gave fails the run when missed
+    options = with_default_top1(options, model)
     warnings: list[str] = []
     with tempfile.TemporaryDirectory(prefix="modelcrunch-quantize-") as tmp:
         work = Path(tmp)
         reference = work / "reference.onnx"
         ir.save(model, reference)
         session = make_session(reference, provider=options.provider, threads=options.threads)
-        if options.min_top1_agreement is not None and not _classifier_outputs(session):
+        if options.min_top1_agreement is not None and not has_classifier_output(session):
             raise ModelcrunchError(
                 "--min-top1-agreement: no output of this model has classes on its last axis "
                 "(float, rank >= 2); use --min-cosine"
@@ -443,19 +414,19 @@ def quantize_model(
             }
             if ratio >= 1.0:
                 warnings.append(f"the quantized model is SLOWER than the original ({ratio:.2f}x latency)")
+        measured = measured_text(chosen.fidelity, chosen.channel_error, options)
         if not chosen.met:
-            warnings.append(f"fidelity target NOT met ({_target_text(options)}; {_measured_text(chosen)})")
+            warnings.append(f"fidelity target NOT met ({target_text(options)}; {measured})")
         if options.require_faster and (ratio is None or ratio >= auto.FASTER_BELOW):
             raise GateFailed(
                 f"--require-faster: the {chosen.mode.value} model is not faster than the original by "
                 f"{1 - auto.FASTER_BELOW:.0%} "
                 f"({'unmeasured' if ratio is None else f'{ratio:.2f}x'} latency); nothing written"
             )
-        gated = (options.min_cosine, options.max_drop, options.min_top1_agreement, options.max_channel_error)
-        if not chosen.met and any(g is not None for g in gated):
+        if not chosen.met and gated:
             raise GateFailed(
-                f"fidelity target not met by the {chosen.mode.value} model ({_target_text(options)}; "
-                f"{_measured_text(chosen)}); nothing written"
+                f"fidelity target not met by the {chosen.mode.value} model ({target_text(options)}; "
+                f"{measured}); nothing written"
             )
         final = load_model(chosen.path, canonical=False)
         drop_shape_annotations(final, keep=annotated)
@@ -488,6 +459,7 @@ def quantize_model(
             "max_drop": options.max_drop,
             "max_channel_error": options.max_channel_error,
             "min_top1_agreement": options.min_top1_agreement,
+            "top1_outputs": list(options.top1_outputs) if options.top1_outputs is not None else None,
             "met": chosen.met,
         },
         preprocessing=prep_notes,

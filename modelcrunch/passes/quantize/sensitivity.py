@@ -44,6 +44,7 @@ class Score:
     channel_error: float
     channel_weight: float = 0.0  # 0.01 when the channel-error gate is on, so it ranks layers too
     top1_weight: float = 0.0  # 1 when the top-1 agreement gate is on
+    top1_outputs: tuple[str, ...] | None = None  # the outputs it reads (None: all)
 
     @property
     def loss(self) -> float:
@@ -51,13 +52,13 @@ class Score:
         cosine = self.fidelity.worst_cosine
         if not math.isfinite(cosine) or not math.isfinite(self.channel_error):
             return math.inf
-        top1 = self.fidelity.worst_top1_agreement
+        top1 = self.fidelity.worst_top1_agreement_of(self.top1_outputs)
         disagreement = 0.0 if top1 is None else self.top1_weight * (1.0 - top1)
         return max(1.0 - cosine, self.channel_weight * self.channel_error, disagreement)
 
     def describe(self) -> str:
         text = f"output cosine {self.fidelity.worst_cosine:.4f}, worst channel error {self.channel_error:.2f}"
-        top1 = self.fidelity.worst_top1_agreement
+        top1 = self.fidelity.worst_top1_agreement_of(self.top1_outputs)
         return text + (f", top-1 agreement {top1:.2%}" if self.top1_weight and top1 is not None else "")
 
 

@@ -1,0 +1,121 @@
+"""The fidelity target a quantized candidate must meet, and the default one for class outputs.
+
+Gates (``QuantizeOptions``): worst output cosine (``--min-cosine``, 0.99 when not given), worst
+per-channel error (``--max-channel-error``), accuracy drop with labels (``--max-drop``) and top-1
+agreement (``--min-top1-agreement``: share of argmaxes over the last axis that agree).
+
+Class outputs get a top-1 target by default. A cosine near 1 does not protect an argmax: two
+classes that nearly tie flip under int8 while the probabilities barely move (on RapidOCR's text
+recogniser, output cosine 0.990 still changed many read strings). An output is taken to hold
+class probabilities when it is a Softmax over its last axis, written as the op or by hand
+(``Exp`` then ``Div``, as magika does), seen through Identity/Cast/Reshape/Squeeze/Flatten. The
+default is 99 % agreement for one distribution per row (``[N, C]``: a classifier) and 99.9 % for
+a sequence of them (``[N, T, C]``: a CTC recogniser reads a string right only when every step
+agrees). ``--min-top1-agreement 0`` switches it off.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import onnx_ir as ir
+
+from modelcrunch.passes.quantize.config import QuantizeOptions
+from modelcrunch.passes.quantize.sensitivity import Score
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
+
+    from modelcrunch.runtime.fidelity import Fidelity
+
+#: Default top-1 agreement for a class output of rank 2, and for a sequence of them (rank >= 3).
+DEFAULT_TOP1 = 0.99
+DEFAULT_SEQUENCE_TOP1 = 0.999
+_PASS_THROUGH = frozenset({"Identity", "Cast", "Reshape", "Squeeze", "Flatten"})
+
+
+def _softmax_source(value: ir.Value) -> bool:
+    node = value.producer()
+    while node is not None and node.op_type in _PASS_THROUGH and node.inputs and node.inputs[0] is not None:
+        value = node.inputs[0]
+        node = value.producer()
+    if node is None:
+        return False
+    if node.op_type in ("Softmax", "LogSoftmax"):
+        axis = node.attributes.get("axis")
+        rank = len(value.shape) if value.shape is not None else None
+        axis_value = -1 if axis is None else axis.as_int()
+        return axis_value == -1 or (rank is not None and axis_value == rank - 1)
+    if node.op_type == "Div" and node.inputs[0] is not None:
+        numerator = node.inputs[0].producer()
+        return numerator is not None and numerator.op_type == "Exp"
+    return False
+
+
+def class_outputs(model: ir.Model) -> dict[str, int]:
+    """Graph outputs that hold class probabilities (see the module docstring) → their rank."""
+    found = {}
+    for output in model.graph.outputs:
+        rank = len(output.shape) if output.shape is not None else None
+        if rank is not None and rank >= 2 and output.dtype == ir.DataType.FLOAT and _softmax_source(output):
+            found[output.name] = rank
+    return found
+
+
+def with_default_top1(options: QuantizeOptions, model: ir.Model) -> QuantizeOptions:
+    """``options`` with the default top-1 target on the class outputs, unless one was given."""
+    if options.min_top1_agreement is not None:
+        return options
+    outputs = class_outputs(model)
+    if not outputs:
+        return options
+    default = DEFAULT_SEQUENCE_TOP1 if max(outputs.values()) >= 3 else DEFAULT_TOP1
+    return replace(options, min_top1_agreement=default, top1_outputs=tuple(outputs))
+
+
+def has_classifier_output(session: ort.InferenceSession) -> bool:
+    """Whether some output can have a top-1 (float, rank >= 2, last axis not 1)."""
+    return any(
+        o.type == "tensor(float)" and len(o.shape) >= 2 and o.shape[-1] != 1 for o in session.get_outputs()
+    )
+
+
+def top1_of(fidelity: Fidelity, options: QuantizeOptions) -> float | None:
+    """The worst top-1 agreement over the outputs the top-1 target reads."""
+    return fidelity.worst_top1_agreement_of(options.top1_outputs)
+
+
+def meets(options: QuantizeOptions, score: Score) -> bool:
+    fidelity = score.fidelity
+    if options.max_channel_error is not None and not score.channel_error <= options.max_channel_error:
+        return False
+    cosine = fidelity.worst_cosine
+    if not math.isfinite(cosine) or cosine < options.effective_min_cosine:
+        return False
+    top1 = top1_of(fidelity, options)
+    if options.min_top1_agreement is not None and (top1 is None or top1 < options.min_top1_agreement):
+        return False
+    drop = fidelity.accuracy_drop
+    return options.max_drop is None or drop is None or drop * 100.0 <= options.max_drop + 1e-9
+
+
+def target_text(options: QuantizeOptions) -> str:
+    text = f"--min-cosine {options.effective_min_cosine}"
+    if options.max_channel_error is not None:
+        text += f", --max-channel-error {options.max_channel_error}"
+    if options.min_top1_agreement is not None:
+        text += f", --min-top1-agreement {options.min_top1_agreement}"
+        if options.top1_outputs is not None:
+            text += f" (default, on the class output{'s' * (len(options.top1_outputs) > 1)})"
+    return text + (f" and --max-drop {options.max_drop}" if options.max_drop is not None else "")
+
+
+def measured_text(fidelity: Fidelity, channel_error: float, options: QuantizeOptions) -> str:
+    text = f"worst cosine {fidelity.worst_cosine:.4f}, worst channel error {channel_error:.2f}"
+    top1 = top1_of(fidelity, options)
+    if top1 is not None:
+        text += f", top-1 agreement {top1:.2%}"
+    drop = fidelity.accuracy_drop
+    return text + (f", accuracy drop {drop * 100:.2f} points" if drop is not None else "")
