@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,29 +114,44 @@ def per_token_nodes(path: Path) -> set[str]:
     }
 
 
-def _finish(path: Path, *, per_token: Sequence[str], qdq: bool) -> None:
+def _finish(
+    path: Path, *, per_token: Sequence[str], qdq: bool, compact: bool, keep_exact: Collection[str]
+) -> None:
     """Rewrite ORT's dynamic/static output at ``path`` in one load and one save:
 
     * ``per_token``: the MatMuls the sensitivity analysis took out of per-tensor int8 get per-token
       int8 activations instead (``per_token.py``);
-    * ``qdq``: zero points that say 0 and ORT's long generated names are dropped (``qdq.py``).
+    * ``qdq``: zero points that say 0 and ORT's long generated names are dropped (``qdq.py``);
+    * ``compact``: the float weights the pass left (embedding tables, Convs under dynamic int8) are
+      stored in the int8 storage form and still compute in fp32 (``compact_weights``).
     """
-    if not per_token and not qdq:
+    if not per_token and not qdq and not compact:
         return
     proto = onnx.load(str(path))
     changed = bool(per_token_rewrite(proto, per_token)) if per_token else False
-    if (qdq and compact_qdq(proto)) or changed:
+    changed = bool(qdq and compact_qdq(proto)) or changed
+    if compact:
+        model = ir.serde.deserialize_model(proto)
+        if compact_weights(model, keep_exact):
+            ir.save(model, path)
+            return
+    if changed:
         onnx.save(proto, str(path))
 
 
-def compact_copy(ws: Workspace, path: Path, keep_exact: Sequence[str]) -> Path | None:
-    """A copy of the candidate at ``path`` whose float weights (embedding tables, Convs under
-    dynamic int8, layers kept float) are stored in the int8 storage form (``storage.py``): they
-    still compute in fp32. ``keep_exact`` names nodes whose weights stay exact. None when no
-    weight qualifies. The pipeline measures the copy like any candidate and keeps it only if it
-    meets the target (weight rounding can flip near-tied outputs too)."""
+def compact_weights(model: ir.Model, keep_exact: Collection[str]) -> bool:
+    """Store the float weights of ``model`` (read only as a layer's weight or an embedding table)
+    as int8 (``storage.py``), except those of the ``keep_exact`` nodes: the user's --exclude, the
+    layers the sensitivity analysis keeps float and, while it probes, the layers it leaves out.
+    Measured with the candidate, like everything else in it."""
+    return bool(storage_quantize(model, exclude=frozenset(keep_exact), weight_slots_only=True))
+
+
+def compact_copy(ws: Workspace, path: Path, keep_exact: Collection[str]) -> Path | None:
+    """A copy of the candidate at ``path`` with ``compact_weights`` applied; None if nothing changes.
+    The pipeline keeps it only if it still meets the target (weight rounding can flip near ties)."""
     model = ir.serde.deserialize_model(onnx.load(str(path)))
-    if not storage_quantize(model, exclude=frozenset(keep_exact), weight_slots_only=True):
+    if not compact_weights(model, keep_exact):
         return None
     out = ws.new_path(path.stem.split("_")[0] + "_compact")
     ir.save(model, out)
@@ -157,6 +172,10 @@ def mode_build(ws: Workspace, mode: Mode) -> ModeBuild:
         prep = ws.prepared(per_channel=options.per_channel)
         op_types = options.op_types or (STATIC_OP_TYPES if mode is Mode.STATIC else DYNAMIC_OP_TYPES)
         cache = ws.work / f"calibration_{options.calibration_method.value}_{prep.per_channel}.json"
+        prepared = prep.load()
+        layers = (
+            _nodes(prepared, op_types) if mode is Mode.STATIC else _const_weight_nodes(prepared, op_types)
+        )
 
         def build(only: Sequence[str] | None, exclude: Sequence[str]) -> Path:
             out = ws.new_path(mode.value)
@@ -183,20 +202,19 @@ def mode_build(ws: Workspace, mode: Mode) -> ModeBuild:
                     nodes_to_exclude=exclude,
                 )
             fallback = mode is Mode.DYNAMIC and options.per_token
+            left_out = set(layers) - set(only) if only is not None else set()
             _finish(
                 out,
                 per_token=[n for n in exclude if n not in set(options.exclude)] if fallback else [],
                 qdq=mode is Mode.STATIC and options.quant_format is QuantFormat.QDQ,
+                compact=options.compact,
+                keep_exact={*options.exclude, *exclude, *left_out},
             )
             return out
 
         notes = list(prep.notes)
         if options.reduce_range is None and options.effective_reduce_range:
             notes.append("7-bit weights (reduce_range): this CPU has no VNNI, full-range u8s8 would saturate")
-        prepared = prep.load()
-        layers = (
-            _nodes(prepared, op_types) if mode is Mode.STATIC else _const_weight_nodes(prepared, op_types)
-        )
         return ModeBuild(build, layers, notes, compactable=True)
 
     if mode is Mode.WEIGHT_ONLY:

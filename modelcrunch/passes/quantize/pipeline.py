@@ -212,22 +212,22 @@ def _compact(
     meets: Callable[[Score], bool],
     notes: list[str],
 ) -> GuardResult:
-    """``--compact``: store the float weights the candidate left as int8 (``compact_copy``): all
-    of them if the result still meets the target, else all but those of the layers the
-    sensitivity analysis kept float, else none. The user's --exclude always stay exact."""
-    kept = [n for n in result.excluded if n not in set(user)]
-    attempts = [(user, "every weight left float stored as int8")]
-    if kept:
-        attempts.append((user + kept, "weights left float stored as int8, except the layers kept float"))
-    for keep_exact, what in attempts:
-        path = compact_copy(ws, result.path, keep_exact)
-        if path is None:
-            continue
-        score = measure(path)
-        if meets(score) if result.met else score.loss <= result.score.loss:
-            notes.append(f"--compact: {what}")
-            return replace(result, path=path, score=score, met=meets(score))
-    return result
+    """``--compact`` for the layers the sensitivity analysis kept float: their weights too are
+    stored as int8 (``compact_copy``) if the result still meets the target. (Every other float
+    weight was already, in the candidate the analysis measured.) The user's --exclude stay exact."""
+    if not any(n not in set(user) for n in result.excluded) or not result.met:
+        return result
+    path = compact_copy(ws, result.path, user)
+    if path is None:
+        return result
+    score = measure(path)
+    if not meets(score):
+        notes.append(
+            "--compact: the weights of the layers kept float stay exact (int8 storage missed the target)"
+        )
+        return result
+    notes.append("--compact: the weights of the layers kept float are stored as int8 too")
+    return replace(result, path=path, score=score)
 
 
 def _excluded_nodes(
