@@ -178,13 +178,17 @@ def overhead(path: Path, calib: Path, out_dir: Path, *, eval_samples: int, repea
     return {"ours": ours_s, "ort": ort_s, "ratio": ours_s / ort_s}
 
 
-def overhead_table(eval_samples: tuple[int, ...] = (256, 32)) -> Table:
+#: Real models in the run-time comparison (with --real): calibration data beside them, < 20 MB.
+OVERHEAD_MAX_BYTES = 20_000_000
+
+
+def overhead_table(real: bool = False, eval_samples: tuple[int, ...] = (256, 32)) -> Table:
     table = Table(title="quantize run time: --mode static --no-sensitivity --no-bench vs ORT quantize_static")
     for column in ("model", "eval samples", "modelcrunch (s)", "ORT quantize_static (s)", "ratio"):
         table.add_column(column)
     with tempfile.TemporaryDirectory() as tmp:
-        for name, path, calib, _ in cases(False):
-            if calib is None or not calib.is_file():
+        for name, path, calib, _ in cases(real):
+            if calib is None or not calib.is_file() or path.stat().st_size > OVERHEAD_MAX_BYTES:
                 continue
             for count in eval_samples:
                 row = overhead(path, calib, Path(tmp), eval_samples=count)
@@ -210,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.disable(logging.WARNING)
     console = Console(width=160)
     if not args.no_overhead:
-        console.print(overhead_table())
+        console.print(overhead_table(args.real))
     if args.overhead_only:
         return 0
     modes = [Mode(m) for m in args.modes.split(",")]
