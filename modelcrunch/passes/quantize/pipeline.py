@@ -323,7 +323,12 @@ def quantize_model(
     model = load_model(source)
     _name_nodes(model)
     annotated = annotated_names(model)  # the source's own value_info survives; ours is dropped
-    gates = (options.min_cosine, options.max_drop, options.min_top1_agreement, options.max_channel_error)
+    gates = (
+        options.min_cosine,
+        options.max_drop,
+        options.min_top1_agreement or None,
+        options.max_channel_error,
+    )
     gated = any(g is not None for g in gates)  # a target the user gave fails the run when missed
     options = with_default_top1(options, model)
     warnings: list[str] = []

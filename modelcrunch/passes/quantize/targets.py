@@ -65,9 +65,9 @@ def class_outputs(model: ir.Model) -> dict[str, int]:
 
 
 def with_default_top1(options: QuantizeOptions, model: ir.Model) -> QuantizeOptions:
-    """``options`` with the default top-1 target on the class outputs, unless one was given."""
+    """``options`` with the default top-1 target on the class outputs, unless one was given (0: off)."""
     if options.min_top1_agreement is not None:
-        return options
+        return options if options.min_top1_agreement > 0 else replace(options, min_top1_agreement=None)
     outputs = class_outputs(model)
     if not outputs:
         return options
