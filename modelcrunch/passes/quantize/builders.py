@@ -47,7 +47,6 @@ class Workspace:
     options: QuantizeOptions
     model: ir.Model  # canonical original (Constant weights lifted, every node named)
     calibration: Feeds
-    calibration_feeds: list[dict[str, np.ndarray]]  # the samples, stacked where the model allows
     _counter: itertools.count = field(default_factory=itertools.count)
     _prepared: dict[bool, Prepared] = field(default_factory=dict)
     _absmax: dict[str, float] | None = None
@@ -184,7 +183,7 @@ def mode_build(ws: Workspace, mode: Mode) -> ModeBuild:
                     prep.path,
                     out,
                     options=options,
-                    feeds=ws.calibration_feeds,
+                    feeds=ws.calibration.samples,
                     op_types=op_types,
                     per_channel=prep.per_channel,
                     cache=cache,

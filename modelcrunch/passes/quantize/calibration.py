@@ -19,7 +19,7 @@ from onnxruntime.quantization import CalibrationDataReader
 logger = logging.getLogger(__name__)
 
 SYNTHETIC_SAMPLES = 16
-#: Samples stacked into one run when calibrating or measuring (the model's batch axis permitting) ...
+#: Samples stacked into one run when measuring fidelity (the model's batch axis permitting) ...
 STACK_SAMPLES = 32
 #: ... as long as the stacked inputs stay under this many bytes (activation memory grows with them).
 STACK_INPUT_BYTES = 2 << 20
@@ -107,7 +107,7 @@ def stack(samples: Sequence[dict[str, np.ndarray]], size: int) -> list[dict[str,
 
 
 def batched(session, samples: Sequence[dict[str, np.ndarray]]) -> int:  # noqa: ANN001
-    """How many ``samples`` to stack per run of ``session`` (calibration, fidelity): up to 32, or 1.
+    """How many ``samples`` to stack per run of ``session`` (fidelity measurement): up to 32, or 1.
 
     Stacking pays (one run per 32 samples instead of 32 runs; min/max and histograms are the same)
     but is only safe where every input has a free leading axis, all samples agree on the other

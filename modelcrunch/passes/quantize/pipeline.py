@@ -354,8 +354,9 @@ def quantize_model(
                 "measured on them too — ACCURACY ON REAL DATA IS UNKNOWN"
             )
         judge = _Judge.create(session, evals, options)
-        calib_feeds = stack(calib.samples, batched(session, calib.samples))
-        ws = Workspace(work, options, model, calib, calib_feeds)
+        # ORT's calibrator runs one sample at a time: stacked, its augmented model (every tensor an
+        # output) ran 1.5-1.8x slower on PP-OCR rec, and saved only 0.05-0.1 s on the sample models.
+        ws = Workspace(work, options, model, calib)
         before = ir.to_proto(model)
         modes = auto.candidate_modes(before) if options.mode is Mode.AUTO else [options.mode]
         built: list[_Built] = []
