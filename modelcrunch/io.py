@@ -43,6 +43,21 @@ LIFT_SIZE_LIMIT = 0
 # --------------------------------------------------------------------------------------------
 
 
+def node_subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    """The If/Loop/Scan bodies held in ``node``'s attributes."""
+    return [sub for attr in node.attribute for sub in ([attr.g] if attr.HasField("g") else [*attr.graphs])]
+
+
+def names_read(graph: onnx.GraphProto) -> set[str]:
+    """Every name a node of ``graph`` or of its subgraphs reads (outer-scope references too)."""
+    read = {o.name for o in graph.output}
+    for node in graph.node:
+        read.update(node.input)
+        for sub in node_subgraphs(node):
+            read |= names_read(sub)
+    return read
+
+
 def _graph_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
     yield from graph.initializer
     for sparse in graph.sparse_initializer:
@@ -53,6 +68,8 @@ def _graph_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
 
 
 def _node_tensors(node: onnx.NodeProto) -> Iterator[onnx.TensorProto]:
+    for sub in node_subgraphs(node):
+        yield from _graph_tensors(sub)
     for attr in node.attribute:
         if attr.HasField("t"):
             yield attr.t
@@ -60,10 +77,6 @@ def _node_tensors(node: onnx.NodeProto) -> Iterator[onnx.TensorProto]:
         if attr.HasField("sparse_tensor"):
             yield attr.sparse_tensor.values
             yield attr.sparse_tensor.indices
-        if attr.HasField("g"):
-            yield from _graph_tensors(attr.g)
-        for g in attr.graphs:
-            yield from _graph_tensors(g)
 
 
 def iter_proto_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:

@@ -21,6 +21,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from modelcrunch.io import node_subgraphs
+
 logger = logging.getLogger(__name__)
 
 MAX_ELEMENTS = 4096
@@ -82,9 +84,8 @@ def _fold_graph(
     folded = 0
     keep: list[onnx.NodeProto] = []
     for node in graph.node:
-        for attr in node.attribute:
-            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                folded += _fold_graph(sub, consts, shape_of, opset)
+        for sub in node_subgraphs(node):
+            folded += _fold_graph(sub, consts, shape_of, opset)
         outputs = _evaluate(node, consts, shape_of, opset)
         if outputs is None:
             keep.append(node)

@@ -30,6 +30,7 @@ import onnx_ir as ir
 
 from modelcrunch.analysis.fold import fold_constants
 from modelcrunch.errors import ModelcrunchError
+from modelcrunch.io import node_subgraphs
 from modelcrunch.shapes import check_input_names
 
 logger = logging.getLogger(__name__)
@@ -96,11 +97,8 @@ def _dims_of(type_proto: onnx.TypeProto) -> Shape | None:
 def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
     yield graph
     for node in graph.node:
-        for attr in node.attribute:
-            if attr.HasField("g"):
-                yield from _graphs(attr.g)
-            for g in attr.graphs:
-                yield from _graphs(g)
+        for sub in node_subgraphs(node):
+            yield from _graphs(sub)
 
 
 def _strip_weights(proto: onnx.ModelProto) -> None:

@@ -32,6 +32,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from modelcrunch.io import names_read
 from modelcrunch.passes.quantize.preprocess import default_opset
 
 logger = logging.getLogger(__name__)
@@ -46,17 +47,6 @@ def _rewritable(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> boo
         return False
     weight = inits.get(node.input[1])
     return weight is not None and weight.data_type == TensorProto.FLOAT and len(weight.dims) == 2
-
-
-def _names_read(graph: onnx.GraphProto) -> set[str]:
-    """Every name a node of ``graph`` or of its subgraphs reads (outer-scope references too)."""
-    read = {o.name for o in graph.output}
-    for node in graph.node:
-        read.update(node.input)
-        for attr in node.attribute:
-            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                read |= _names_read(sub)
-    return read
 
 
 def per_token_rewrite(model: onnx.ModelProto, names: Iterable[str]) -> list[str]:
@@ -101,7 +91,7 @@ def per_token_rewrite(model: onnx.ModelProto, names: Iterable[str]) -> list[str]
     del graph.node[:]
     graph.node.extend(nodes)
     graph.initializer.extend(consts)
-    read = _names_read(graph)
+    read = names_read(graph)
     stale = {weight for weight in replaced if weight not in read}  # float weights nothing reads now
     kept = [t for t in graph.initializer if t.name not in stale]
     del graph.initializer[:]

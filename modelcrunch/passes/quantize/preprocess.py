@@ -30,6 +30,7 @@ import onnx_ir as ir
 from onnx import version_converter
 
 from modelcrunch.errors import ModelcrunchError
+from modelcrunch.io import node_subgraphs
 from modelcrunch.passes.quantize.config import WEIGHTED_OP_TYPES
 
 logger = logging.getLogger(__name__)
@@ -164,9 +165,8 @@ def subgraph_weighted_nodes(model: onnx.ModelProto) -> list[tuple[str, str]]:
         for node in graph.node:
             if owner is not None and node.op_type in WEIGHTED_OP_TYPES:
                 found.append((node.name or node.output[0], owner))
-            for attr in node.attribute:
-                for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                    walk(sub, node.name or node.op_type)
+            for sub in node_subgraphs(node):
+                walk(sub, node.name or node.op_type)
 
     walk(model.graph, None)
     return found

@@ -23,6 +23,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from modelcrunch.io import names_read, node_subgraphs
+
 #: ONNX Runtime's generated suffixes, longest first, and their short forms.
 _SUFFIXES = (
     ("_DequantizeLinear_Output", "_dq"),
@@ -77,22 +79,14 @@ def drop_zero_points(graph: onnx.GraphProto) -> int:
     return dropped
 
 
-def _read_by_subgraphs(graph: onnx.GraphProto) -> set[str]:
-    read: set[str] = set()
-    for node in graph.node:
-        for attr in node.attribute:
-            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                read |= {name for n in sub.node for name in n.input} | {o.name for o in sub.output}
-                read |= _read_by_subgraphs(sub)
-    return read
-
-
 def shorten_names(graph: onnx.GraphProto) -> int:
     """Shorten the generated names of Q/DQ nodes, their outputs and the quantized initializers.
 
     Graph inputs/outputs, annotated values and names a subgraph reads keep their names.
     """
-    keep = {v.name for v in [*graph.input, *graph.output, *graph.value_info]} | _read_by_subgraphs(graph)
+    keep = {v.name for v in [*graph.input, *graph.output, *graph.value_info]} | {
+        name for node in graph.node for sub in node_subgraphs(node) for name in names_read(sub)
+    }
     taken = keep | {t.name for t in graph.initializer} | {o for node in graph.node for o in node.output}
     candidates = [t.name for t in graph.initializer] + [
         o for node in graph.node if node.op_type in _QDQ_OPS for o in node.output

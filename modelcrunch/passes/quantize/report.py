@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import onnx
 
+from modelcrunch.io import node_subgraphs
 from modelcrunch.passes.quantize.config import WEIGHTED_OP_TYPES
 
 SCHEMA = "modelcrunch.quantize/1"
@@ -111,9 +112,8 @@ QUANT_OPS = (
 def _walk(graph: onnx.GraphProto, owner: str | None = None):
     for node in graph.node:
         yield node, graph, owner
-        for attr in node.attribute:
-            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                yield from _walk(sub, f"{node.op_type} '{node.name}'")
+        for sub in node_subgraphs(node):
+            yield from _walk(sub, f"{node.op_type} '{node.name}'")
 
 
 def op_counts(model: onnx.ModelProto) -> dict[str, int]:
