@@ -132,17 +132,17 @@ def storage_quantize(
         inputs = {id(v) for v in graph.inputs}
         for name, value in list(graph.initializers.items()):
             tensor = value.const_value
+            layer_weight = all(_weight_slot(use.node, use.idx) for use in value.uses())
             if (
                 tensor is None
                 or tensor.dtype != ir.DataType.FLOAT
-                or tensor.size < MIN_WEIGHT_ELEMENTS
-                or (tensor.size < MIN_ELEMENTS and not all(_weight_slot(u.node, u.idx) for u in value.uses()))
+                or tensor.size < (MIN_WEIGHT_ELEMENTS if layer_weight else MIN_ELEMENTS)
                 or id(value) in outputs
                 or id(value) in inputs
                 or not value.uses()
                 or any(use.node.name in exclude for use in value.uses())
                 or (include is not None and any(use.node.name not in include for use in value.uses()))
-                or (weight_slots_only and not all(_weight_slot(u.node, u.idx) for u in value.uses()))
+                or (weight_slots_only and not layer_weight)
             ):
                 continue
             weights = tensor.numpy()
