@@ -386,8 +386,8 @@ def quantize_model(
             bench_ms = (result.models[0].latency.p50_ms, [m.latency.p50_ms for m in result.models[1:]])
         candidates = []
         protos = [onnx.load(str(b.path)) for b in built]
-        for b, proto, ratio in zip(built, protos, ratios, strict=True):
-            quantized, excluded = _excluded_nodes(before, proto, b)
+        nodes = [_excluded_nodes(before, proto, b) for b, proto in zip(built, protos, strict=True)]
+        for b, (quantized, excluded), ratio in zip(built, nodes, ratios, strict=True):
             candidates.append(
                 Candidate(
                     b.mode.value,
@@ -406,7 +406,7 @@ def quantize_model(
         else:
             index, reason = 0, "requested with --mode"
         chosen, chosen_proto = built[index], protos[index]
-        quantized, excluded = _excluded_nodes(before, chosen_proto, chosen)
+        quantized, excluded = nodes[index]
         ratio = ratios[index]
         latency = None
         if bench_ms is not None and ratio is not None:
