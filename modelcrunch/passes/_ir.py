@@ -19,6 +19,16 @@ def register_array(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
     return value
 
 
+def name_nodes(model: ir.Model) -> None:
+    """Give every node of every graph a stable unique name (exclusion and reports are by name)."""
+    seen: set[str] = set()
+    for graph in model.graphs():
+        for index, node in enumerate(graph):
+            if not node.name or node.name in seen:
+                node.name = f"{node.op_type}_{index}_{len(seen)}"
+            seen.add(node.name)
+
+
 def annotated_names(model: ir.Model) -> frozenset[str]:
     """Names of the intermediate values (node outputs) of ``model`` that carry a type or shape."""
     return frozenset(

@@ -40,6 +40,7 @@ from collections.abc import Iterable, Mapping
 import onnx_ir as ir
 from onnx_ir.passes.common import ShapeInferencePass
 
+from modelcrunch.passes._ir import name_nodes
 from modelcrunch.passes.quantize.config import WEIGHTED_OP_TYPES
 from modelcrunch.passes.quantize.storage import MIN_ELEMENTS
 
@@ -140,14 +141,6 @@ def half_layers(model: ir.Model, dtype: ir.DataType = FLOAT16) -> list[str]:
         for node in graph
         if dtype == FLOAT16 or any(w.const_value.size >= MIN_ELEMENTS for w in _float_weights(node))
     ]
-
-
-def _name_nodes(model: ir.Model) -> None:
-    for g, graph in enumerate(model.graphs()):
-        for index, node in enumerate(graph):
-            node.name = node.name or (
-                f"{node.op_type}_{index}_mc" if g == 0 else f"{node.op_type}_{g}_{index}_mc"
-            )
 
 
 def _value_names(model: ir.Model) -> Iterable[str]:
@@ -294,7 +287,7 @@ def convert_half(
         raise ValueError(f"convert_half: {dtype} is not a half type")
     if dtype == FLOAT16:
         ShapeInferencePass()(model)  # fp16 retypes activations: it needs their types
-    _name_nodes(model)
+    name_nodes(model)
     keep = keep_reasons(model, absmax or {}, exclude, dtype=dtype)
     converter = _Converter(model, dtype, keep)
     converter.run()

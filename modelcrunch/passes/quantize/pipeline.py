@@ -22,7 +22,7 @@ import onnxruntime as ort
 
 from modelcrunch.errors import GateFailed, ModelcrunchError, VerificationError
 from modelcrunch.io import load_model, model_size_bytes, save_model
-from modelcrunch.passes._ir import annotated_names, drop_shape_annotations
+from modelcrunch.passes._ir import annotated_names, drop_shape_annotations, name_nodes
 from modelcrunch.passes.quantize import auto
 from modelcrunch.passes.quantize.builders import (
     HALF_MODES,
@@ -75,16 +75,6 @@ class _Built:
     met: bool
     notes: list[str]
     per_token: frozenset[str] = frozenset()  # sensitive MatMuls given per-token int8, not float
-
-
-def _name_nodes(model: ir.Model) -> None:
-    """Give every node a stable unique name (exclusion and reports are by name)."""
-    seen: set[str] = set()
-    for graph in model.graphs():
-        for index, node in enumerate(graph):
-            if not node.name or node.name in seen:
-                node.name = f"{node.op_type}_{index}_{len(seen)}"
-            seen.add(node.name)
 
 
 class _Memo:
@@ -321,7 +311,7 @@ def quantize_model(
     if options.require_faster and not options.bench:
         raise ModelcrunchError("--require-faster needs the benchmark (drop --no-bench)")
     model = load_model(source)
-    _name_nodes(model)
+    name_nodes(model)
     annotated = annotated_names(model)  # the source's own value_info survives; ours is dropped
     gates = (
         options.min_cosine,
