@@ -439,12 +439,26 @@ def test_cli_json(mm, tmp_path):
         ["--block-size", "24"],
         ["--method", "median"],
         ["--max-drop", "-1"],
+        ["--min-top1-agreement", "1.5"],
     ],
 )
 def test_cli_bad_options_exit_2(mm, tmp_path, bad):
     src, _ = mm
     result = cli(src, "-o", tmp_path / "q.onnx", "--no-bench", *bad)
     assert result.exit_code == EXIT_BAD_INPUT, result.output
+    assert not (tmp_path / "q.onnx").exists()
+
+
+def test_cli_top1_gate_without_class_outputs_is_one_line_exit_2(tmp_path):
+    model = conv_bn_proto()  # output [batch, 32, 1, 1]: no classes on the last axis
+    src = save_proto(model, tmp_path / "m.onnx")
+    calib = stacked_data(model, tmp_path / "c.npz")
+    result = cli(
+        src, "-o", tmp_path / "q.onnx", "--calibration", calib, "--no-bench", "--min-top1-agreement", "0.9"
+    )
+    assert result.exit_code == EXIT_BAD_INPUT, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "min-top1-agreement" in lines[0] and "Traceback" not in result.output
     assert not (tmp_path / "q.onnx").exists()
 
 
