@@ -92,6 +92,12 @@ def quantize_cmd(
     ] = None,
     require_faster: Annotated[bool, typer.Option(help="Fail (exit 3) unless the result is faster.")] = False,
     sensitivity: Annotated[bool, typer.Option(help="Keep the worst layers float to meet the target.")] = True,
+    fuse: Annotated[
+        bool,
+        typer.Option(
+            help="static/dynamic/storage: fold scalar Mul/Add into Convs, fuse HardSwish first (exact)."
+        ),
+    ] = True,
     compact: Annotated[
         bool,
         typer.Option(help="dynamic/static: store weights they leave float (embeddings...) as int8 too."),
@@ -132,6 +138,7 @@ def quantize_cmd(
         min_top1_agreement=min_top1_agreement,
         require_faster=require_faster,
         sensitivity=sensitivity,
+        fuse=fuse,
         compact=compact,
         per_token=per_token,
         bench=bench,

@@ -58,7 +58,9 @@ class Workspace:
         if per_channel not in self._prepared:
             folder = self.work / f"prep_{next(self._counter)}"
             folder.mkdir()
-            self._prepared[per_channel] = prepare(self.model, folder, per_channel=per_channel)
+            self._prepared[per_channel] = prepare(
+                self.model, folder, per_channel=per_channel, fuse=self.options.fuse
+            )
         return self._prepared[per_channel]
 
     def absmax(self) -> dict[str, float]:

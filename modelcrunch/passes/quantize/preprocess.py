@@ -15,6 +15,9 @@ What it rewrites, in order:
    whose dynamic H and W make sympy expressions through Resize, where ONNX's takes 0.1 s and
    ``quantize_static`` itself 4.5 s. Every file it writes lives in the caller's temporary folder,
    never in the working directory.
+4. Exact float fusions (``modelcrunch/passes/fuse.py``): scalar Mul/Add folded into the Convs
+   beside them, HardSwish built from Add/Clip/Mul/Div fused, so int8 has fewer element-wise ops to
+   wrap in Quantize/Dequantize pairs. PP-OCRv4 rec runs 0.59x as long in fp32 after them alone.
 
 Limits: models over 2 GB are handled by ORT's external-data path only as far as ORT supports it.
 """
@@ -31,6 +34,7 @@ from onnx import version_converter
 
 from modelcrunch.errors import ModelcrunchError
 from modelcrunch.io import node_subgraphs
+from modelcrunch.passes.fuse import fuse_for_int8
 from modelcrunch.passes.quantize.config import WEIGHTED_OP_TYPES
 
 logger = logging.getLogger(__name__)
@@ -131,7 +135,9 @@ def _untyped_tensors(model: onnx.ModelProto) -> list[str]:
     return [o for node in model.graph.node for o in node.output if o and o not in typed]
 
 
-def prepare(model: ir.Model, workdir: Path, *, per_channel: bool, optimize: bool = True) -> Prepared:
+def prepare(
+    model: ir.Model, workdir: Path, *, per_channel: bool, optimize: bool = True, fuse: bool = True
+) -> Prepared:
     """Write a quantization-ready copy of ``model`` into ``workdir`` (see the module docstring)."""
     proto = ir.to_proto(model)
     notes: list[str] = []
@@ -154,7 +160,18 @@ def prepare(model: ir.Model, workdir: Path, *, per_channel: bool, optimize: bool
     shape_inference, optimized = _pre_process(src, dst, optimize=optimize)
     if shape_inference == "none":
         notes.append("shape inference failed (ONNX's and symbolic): tensors of unknown type stay float")
+    if fuse:
+        _fuse(dst, notes)
     return Prepared(dst, opset, per_channel, shape_inference, optimized, notes)
+
+
+def _fuse(path: Path, notes: list[str]) -> None:
+    """Rewrite the pre-processed model at ``path`` with ``passes/fuse.py`` (exact float fusions)."""
+    prepared = ir.load(path)
+    result = fuse_for_int8(prepared)
+    if result.changed:
+        ir.save(prepared, path)
+        notes.append(f"fused before quantizing (exact in float): {result.describe()}")
 
 
 def subgraph_weighted_nodes(model: onnx.ModelProto) -> list[tuple[str, str]]:
