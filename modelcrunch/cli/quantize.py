@@ -92,6 +92,10 @@ def quantize_cmd(
     ] = None,
     require_faster: Annotated[bool, typer.Option(help="Fail (exit 3) unless the result is faster.")] = False,
     sensitivity: Annotated[bool, typer.Option(help="Keep the worst layers float to meet the target.")] = True,
+    gptq: Annotated[
+        bool,
+        typer.Option(help="storage: GPTQ rounding of int8 weights from the calibration data (else nearest)."),
+    ] = True,
     fuse: Annotated[
         bool,
         typer.Option(
@@ -138,6 +142,7 @@ def quantize_cmd(
         min_top1_agreement=min_top1_agreement,
         require_faster=require_faster,
         sensitivity=sensitivity,
+        gptq=gptq,
         fuse=fuse,
         compact=compact,
         per_token=per_token,

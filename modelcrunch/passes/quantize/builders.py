@@ -27,6 +27,7 @@ from modelcrunch.passes.quantize.config import (
 )
 from modelcrunch.passes.quantize.dynamic import quantize_dynamic_model
 from modelcrunch.passes.quantize.fp16 import BFLOAT16, FLOAT16, convert_half, half_layers, keep_reasons
+from modelcrunch.passes.quantize.gptq import gptq_weights
 from modelcrunch.passes.quantize.per_token import per_token_rewrite
 from modelcrunch.passes.quantize.preprocess import Prepared, prepare
 from modelcrunch.passes.quantize.qdq import compact_qdq
@@ -50,6 +51,7 @@ class Workspace:
     _counter: itertools.count = field(default_factory=itertools.count)
     _prepared: dict[bool, Prepared] = field(default_factory=dict)
     _absmax: dict[str, float] | None = None
+    _gptq: dict[str, np.ndarray] | None = None
 
     def new_path(self, tag: str) -> Path:
         return self.work / f"{tag}_{next(self._counter)}.onnx"
@@ -67,6 +69,16 @@ class Workspace:
         if self._absmax is None:
             self._absmax = activation_absmax(ir.to_proto(self.model), self.calibration.samples)
         return self._absmax
+
+    def gptq(self, prep: Prepared) -> dict[str, np.ndarray]:
+        """GPTQ int8 values of the prepared model's weights; none without real calibration data."""
+        if self._gptq is None:
+            use = self.options.gptq and not self.calibration.synthetic
+            model = ir.serde.deserialize_model(prep.load()) if use else None
+            self._gptq = (
+                gptq_weights(model, self.calibration.samples, threads=self.options.threads) if use else {}
+            )
+        return self._gptq
 
     def copy_model(self) -> ir.Model:
         return ir.serde.deserialize_model(ir.to_proto(self.model))
@@ -236,17 +248,24 @@ def mode_build(ws: Workspace, mode: Mode) -> ModeBuild:
     if mode is Mode.STORAGE:
         prep = ws.prepared(per_channel=options.per_channel)  # BatchNormalization folded into Conv
         prepared = ir.serde.deserialize_model(prep.load())
+        rounded = ws.gptq(prep)
 
         def build(only: Sequence[str] | None, exclude: Sequence[str]) -> Path:
             model = ir.serde.deserialize_model(prep.load())
             storage_quantize(
-                model, exclude=frozenset(exclude), include=None if only is None else frozenset(only)
+                model,
+                exclude=frozenset(exclude),
+                include=None if only is None else frozenset(only),
+                rounded=rounded,
             )
             out = ws.new_path(mode.value)
             ir.save(model, out)
             return out
 
-        return ModeBuild(build, _weighted(prepared), list(prep.notes))
+        notes = list(prep.notes)
+        if rounded:
+            notes.append(f"GPTQ rounding of {len(rounded)} weights from the calibration data")
+        return ModeBuild(build, _weighted(prepared), notes)
 
     if mode in HALF_MODES:
         dtype = HALF_MODES[mode]

@@ -79,6 +79,7 @@ class QuantizeOptions:
     top1_outputs: tuple[str, ...] | None = None  # outputs the top-1 gate reads (None: every one with classes)
     require_faster: bool = False
     sensitivity: bool = True  # keep the worst layers in float until the target is met
+    gptq: bool = True  # storage: GPTQ error-compensating rounding from the calibration data (``gptq.py``)
     fuse: bool = True  # static/dynamic/storage: exact float fusions first (``passes/fuse.py``)
     compact: bool = True  # dynamic/static: store the float weights they leave (embeddings...) as int8
     per_token: bool = True  # dynamic: sensitive MatMuls get per-token int8 activations before float

@@ -27,6 +27,7 @@ stay float.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import numpy as np
 import onnx_ir as ir
@@ -117,6 +118,7 @@ def storage_quantize(
     exclude: frozenset[str] = frozenset(),
     include: frozenset[str] | None = None,
     weight_slots_only: bool = False,
+    rounded: Mapping[str, np.ndarray] | None = None,
 ) -> list[str]:
     """Rewrite ``model`` in place; returns the names of the weights stored as int8.
 
@@ -124,7 +126,9 @@ def storage_quantize(
     ``include``, when given, limits the rewrite to weights read only by those nodes;
     ``weight_slots_only`` limits it to tensors read only as the weight of a Conv/ConvTranspose/
     MatMul/Gemm or as an embedding table (Gather), never biases or other operands: used after
-    another quantizer has left float weights behind, beside its own float biases and scales.
+    another quantizer has left float weights behind, beside its own float biases and scales;
+    ``rounded`` gives int8 values computed elsewhere (``gptq.py``, same scales) to store instead of
+    rounding to nearest.
     """
     quantized: list[str] = []
     for graph in model.graphs():
@@ -148,6 +152,8 @@ def storage_quantize(
             weights = tensor.numpy()
             axis = _axis_for(value, weights.ndim)
             q, scale = quantize_array(weights, axis)
+            if rounded is not None and name in rounded and rounded[name].shape == q.shape:
+                q = rounded[name]
             scale = (
                 scale.reshape([-1 if i == axis else 1 for i in range(q.ndim)]) if axis is not None else scale
             )

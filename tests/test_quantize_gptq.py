@@ -1,0 +1,118 @@
+"""gptq.py: im2col matches ONNX Runtime's Conv, GPTQ rounding has lower layer-output error than
+rounding to nearest on the data it was measured on, and storage mode uses it only with real data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+from models import run_ort, save_proto
+from onnx import TensorProto, helper, numpy_helper
+
+from modelcrunch.passes.quantize import Mode, QuantizeOptions, quantize_model
+from modelcrunch.passes.quantize.gptq import _patches, gptq_int8, layer_hessians
+from modelcrunch.passes.quantize.storage import quantize_array
+
+RNG = np.random.default_rng(0)
+
+
+def layers_proto() -> onnx.ModelProto:
+    """A strided padded 3x3 Conv, a depthwise 3x3 Conv, a 1x1 Conv and a MatMul, with correlated inputs."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w3"], ["a"], pads=[1, 1, 1, 1], strides=[2, 2], dilations=[1, 1]),
+        helper.make_node("Conv", ["a", "wd"], ["b"], pads=[1, 1, 1, 1], group=16),
+        helper.make_node("Conv", ["b", "w1"], ["c"]),
+        helper.make_node("Transpose", ["c"], ["t"], perm=[0, 2, 3, 1]),
+        helper.make_node("MatMul", ["t", "wm"], ["y"]),
+    ]
+    inits = {
+        "w3": RNG.standard_normal((16, 8, 3, 3)),
+        "wd": RNG.standard_normal((16, 1, 3, 3)),
+        "w1": RNG.standard_normal((24, 16, 1, 1)),
+        "wm": RNG.standard_normal((24, 32)),
+    }
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8, 12, 12])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 6, 6, 32])],
+        initializer=[numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def feeds(n: int) -> list[dict[str, np.ndarray]]:
+    mix = RNG.standard_normal((8, 8))  # correlated channels: where GPTQ beats rounding to nearest
+    return [
+        {"x": np.einsum("ij,njhw->nihw", mix, RNG.standard_normal((1, 8, 12, 12))).astype(np.float32)}
+        for _ in range(n)
+    ]
+
+
+def test_patches_match_conv() -> None:
+    x = RNG.standard_normal((2, 3, 9, 11)).astype(np.float32)
+    w = RNG.standard_normal((4, 3, 3, 2)).astype(np.float32)
+    attrs = {"kernel": [3, 2], "strides": [2, 1], "pads": [1, 0, 2, 1], "dilations": [1, 2]}
+    node = helper.make_node("Conv", ["x", "w"], ["y"], **{k: v for k, v in attrs.items() if k != "kernel"})
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 9, 11])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializer=[numpy_helper.from_array(w, "w")],
+    )
+    (y,) = run_ort(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), {"x": x})
+    patches = _patches(x, attrs, RNG, rows=10**6)  # [C, N·P, K]
+    rows = patches.transpose(1, 0, 2).reshape(patches.shape[1], -1)
+    expected = y.transpose(0, 2, 3, 1).reshape(-1, 4)
+    np.testing.assert_allclose(rows @ w.reshape(4, -1).T, expected, rtol=1e-4, atol=1e-4)
+
+
+def output_error(weights, ints, scale, axis: int, hessian, kind: str) -> float:
+    """``E‖(W − Q) x‖²`` through the layer's ``H``."""
+    delta = weights - ints * scale.reshape([-1 if i == axis else 1 for i in range(weights.ndim)])
+    if kind == "matmul":
+        return float(np.trace(delta.T @ hessian @ delta))
+    d = delta.reshape(delta.shape[0], -1)
+    if kind == "conv":
+        return float(np.trace(d @ hessian @ d.T))
+    return float(np.einsum("ck,ckl,cl->", d, hessian, d))
+
+
+def test_gptq_lowers_layer_output_error() -> None:
+    model = ir.serde.deserialize_model(layers_proto())
+    data = feeds(16)
+    found = layer_hessians(model, data)
+    assert {layer.kind for layer, _ in found.values()} == {"conv", "depthwise", "matmul"} and len(found) == 4
+    for name, (layer, hessian) in found.items():
+        weights = model.graph.initializers[name].const_value.numpy()
+        axis = weights.ndim - 1 if layer.kind == "matmul" else 0
+        rtn, scale = quantize_array(weights, axis)
+        q, gscale = gptq_int8(weights, layer, hessian)
+        assert q.dtype == np.int8 and q.shape == weights.shape and np.array_equal(scale, gscale)
+        bound = 1.0 if layer.kind == "depthwise" else 0.95  # 9-weight problems gain least
+        gptq_error = output_error(weights, q, scale, axis, hessian, layer.kind)
+        assert gptq_error < bound * output_error(weights, rtn, scale, axis, hessian, layer.kind), layer.kind
+
+
+@pytest.mark.parametrize(("gptq", "real"), [(True, True), (False, True), (True, False)])
+def test_storage_uses_gptq_only_with_real_data(tmp_path: Path, gptq: bool, real: bool) -> None:
+    proto = layers_proto()
+    src = save_proto(proto, tmp_path / "m.onnx")
+    calib = None
+    if real:
+        calib = tmp_path / "calib.npz"
+        np.savez(calib, x=np.concatenate([f["x"] for f in feeds(16)]))
+    out = tmp_path / "q.onnx"
+    options = QuantizeOptions(
+        mode=Mode.STORAGE, gptq=gptq, sensitivity=False, bench=False, max_eval_samples=8
+    )
+    report = quantize_model(src, out, options, calibration=calib)
+    notes = [n for n in report.preprocessing if "GPTQ" in n]
+    assert notes == (["GPTQ rounding of 4 weights from the calibration data"] if gptq and real else [])
+    x = feeds(1)[0]
+    (ref,), (got,) = run_ort(proto, x), run_ort(out, x)
+    assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 0.05
