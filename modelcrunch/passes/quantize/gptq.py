@@ -167,7 +167,8 @@ def layer_hessians(
         wanted = [*names, *sorted({layer.activation for layer in chunk} & known - inputs)]
         sums: dict[str, np.ndarray | None] = {layer.weight: None for layer in chunk}
         for feed in feeds[:SAMPLES]:
-            values = {**feed, **dict(zip(wanted, session.run(wanted, feed), strict=True))}
+            outputs = session.run(wanted, feed) if wanted else []  # run([]) would return every output
+            values = {**feed, **dict(zip(wanted, outputs, strict=True))}
             for layer in chunk:
                 sums[layer.weight] = _accumulate(layer, values[layer.activation], sums[layer.weight], rng)
         found.update({layer.weight: (layer, sums[layer.weight]) for layer in chunk})
