@@ -9,9 +9,13 @@ classes that nearly tie flip under int8 while the probabilities barely move (on 
 recogniser, output cosine 0.990 still changed many read strings). An output is taken to hold
 class probabilities when it is a Softmax over its last axis, written as the op or by hand
 (``Exp`` then ``Div``, as magika does), seen through Identity/Cast/Reshape/Squeeze/Flatten. The
-default is 99 % agreement for one distribution per row (``[N, C]``: a classifier) and 99.9 % for
-a sequence of them (``[N, T, C]``: a CTC recogniser reads a string right only when every step
-agrees). ``--min-top1-agreement 0`` switches it off.
+default is 99 % agreement for one distribution per row (``[N, C]``: a classifier) and 99.5 % per
+step for a sequence of them (``[N, T, C]``: a CTC recogniser reads a line right only when its
+steps agree). The sequence default is set from measurement on PP-OCRv4 rec (40 steps, 200
+rendered lines): 99.5 % per step came with 95.5 % of lines read identically (the issue's 95 %
+target), 99.1 % with 93 %, 99.7 % with 96.5-98.5 %. Even bf16 rounding of its weights alone gives
+99.4 %, so a stricter default would keep nearly every layer float. ``--min-top1-agreement 0``
+switches the default off.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ if TYPE_CHECKING:
 
 #: Default top-1 agreement for a class output of rank 2, and for a sequence of them (rank >= 3).
 DEFAULT_TOP1 = 0.99
-DEFAULT_SEQUENCE_TOP1 = 0.999
+DEFAULT_SEQUENCE_TOP1 = 0.995
 _PASS_THROUGH = frozenset({"Identity", "Cast", "Reshape", "Squeeze", "Flatten"})
 
 
