@@ -116,3 +116,15 @@ def test_storage_uses_gptq_only_with_real_data(tmp_path: Path, gptq: bool, real:
     x = feeds(1)[0]
     (ref,), (got,) = run_ort(proto, x), run_ort(out, x)
     assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 0.05
+
+
+def test_lazy_batches_round_as_column_by_column(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Updating the rest of W once per block of columns is the same algorithm, only faster."""
+    from modelcrunch.passes.quantize import gptq
+
+    x = RNG.standard_normal((2000, 300)) @ RNG.standard_normal((300, 300))
+    weights, hessian = RNG.standard_normal((1, 40, 300)), (x.T @ x)[None]
+    scale = np.abs(weights).max(axis=2) / 127
+    blocked = gptq._gptq(weights, hessian, scale)
+    monkeypatch.setattr(gptq, "BLOCK", 10**6)
+    assert np.mean(blocked == gptq._gptq(weights, hessian, scale)) > 0.999  # float reassociation only

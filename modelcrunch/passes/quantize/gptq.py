@@ -43,6 +43,7 @@ DEPTHWISE_ROWS = 1024  # ... for a depthwise Conv, whose H is only kH·kW square
 SAMPLES = 32  # calibration samples H is measured on
 CHUNK = 32
 DAMP = 0.01
+BLOCK = 128  # columns rounded between two updates of the rest of W (GPTQ's lazy batching)
 MAX_COLUMNS = 8192  # I above this (huge im2col or MatMul inputs): RTN, H would not be worth its memory
 
 
@@ -190,11 +191,17 @@ def _gptq(weights: np.ndarray, hessian: np.ndarray, scale: np.ndarray) -> np.nda
     except np.linalg.LinAlgError:
         return np.clip(np.rint(weights / scale[..., None]), -127, 127).astype(np.int8)
     q = np.zeros(w.shape, dtype=np.int8)
-    for i in range(w.shape[2]):
-        column = np.clip(np.rint(w[:, :, i] / scale), -127, 127)
-        q[:, :, i] = column
-        error = (w[:, :, i] - column * scale) / upper[:, i, i, None]
-        w[:, :, i + 1 :] -= error[:, :, None] * upper[:, None, i, i + 1 :]
+    columns = w.shape[2]
+    for start in range(0, columns, BLOCK):  # lazy batch updates: the rest of W once per block
+        end = min(start + BLOCK, columns)
+        block = w[:, :, start:end]
+        errors = np.zeros_like(block)
+        for i in range(end - start):
+            column = np.clip(np.rint(block[:, :, i] / scale), -127, 127)
+            q[:, :, start + i] = column
+            errors[:, :, i] = (block[:, :, i] - column * scale) / upper[:, start + i, start + i, None]
+            block[:, :, i + 1 :] -= errors[:, :, i, None] * upper[:, None, start + i, start + i + 1 : end]
+        w[:, :, end:] -= np.matmul(errors, upper[:, start:end, end:])
     return q
 
 
