@@ -429,7 +429,10 @@ def quantize_model(
         saved = save_model(
             final, output, source=source, overwrite_input=overwrite_input, run_feed=evals.samples[0]
         )
-        prep_notes = sorted({n for b in built for n in b.notes})
+        others = [
+            f"{b.mode.value}: {n}" for b in built if b is not chosen for n in b.notes if n not in chosen.notes
+        ]
+        prep_notes = sorted(chosen.notes) + sorted(set(others))  # the chosen model's first, unprefixed
     return QuantizeReport(
         model=str(source),
         output=str(saved.path),
