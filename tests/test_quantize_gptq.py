@@ -128,3 +128,13 @@ def test_lazy_batches_round_as_column_by_column(monkeypatch: pytest.MonkeyPatch)
     blocked = gptq._gptq(weights, hessian, scale)
     monkeypatch.setattr(gptq, "BLOCK", 10**6)
     assert np.mean(blocked == gptq._gptq(weights, hessian, scale)) > 0.999  # float reassociation only
+
+
+def test_patches_sample_at_most_the_rows_asked() -> None:
+    x = RNG.standard_normal((2, 3, 20, 20)).astype(np.float32)
+    attrs = {"kernel": [3, 3], "strides": [1, 1], "pads": [1, 1, 1, 1], "dilations": [1, 1]}
+    full = _patches(x, attrs, RNG, rows=10**6)
+    sampled = _patches(x, attrs, np.random.default_rng(0), rows=100)
+    assert full.shape == (3, 800, 9) and sampled.shape == (3, 100, 9)
+    positions = {tuple(full[:, k].ravel()) for k in range(800)}
+    assert all(tuple(sampled[:, k].ravel()) in positions for k in range(100))  # real windows, all channels

@@ -71,13 +71,16 @@ class Workspace:
         return self._absmax
 
     def gptq(self, prep: Prepared) -> dict[str, np.ndarray]:
-        """GPTQ int8 values of the prepared model's weights; none without real calibration data."""
+        """GPTQ int8 values of the prepared model's weights; none without real calibration data, or
+        when measuring the layers' inputs fails (rounding to nearest then, said in the log)."""
         if self._gptq is None:
-            use = self.options.gptq and not self.calibration.synthetic
-            model = ir.serde.deserialize_model(prep.load()) if use else None
-            self._gptq = (
-                gptq_weights(model, self.calibration.samples, threads=self.options.threads) if use else {}
-            )
+            self._gptq = {}
+            if self.options.gptq and not self.calibration.synthetic:
+                model = ir.serde.deserialize_model(prep.load())
+                try:
+                    self._gptq = gptq_weights(model, self.calibration.samples, threads=self.options.threads)
+                except Exception as exc:  # noqa: BLE001 - an optimisation: storage still works without it
+                    logger.warning("GPTQ skipped, weights rounded to nearest: %s", str(exc).splitlines()[0])
         return self._gptq
 
     def copy_model(self) -> ir.Model:

@@ -106,9 +106,7 @@ def _patches(x: np.ndarray, attrs: dict, rng: np.random.Generator, rows: int = M
         windows = np.lib.stride_tricks.sliding_window_view(x, span, axis=(2, 3))[:, :, ::sh, ::sw, ::dh, ::dw]
     n, c, oh, ow = windows.shape[:4]
     flat = (
-        windows.transpose(1, 0, 2, 3, 4, 5).reshape(c, n * oh * ow, kh * kw)
-        if n * oh * ow <= MAX_ROWS
-        else None
+        windows.transpose(1, 0, 2, 3, 4, 5).reshape(c, n * oh * ow, kh * kw) if n * oh * ow <= rows else None
     )
     if flat is None:  # sample positions before copying the windows
         keep = np.sort(rng.choice(n * oh * ow, rows, replace=False))

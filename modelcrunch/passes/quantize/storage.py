@@ -127,8 +127,8 @@ def storage_quantize(
     ``weight_slots_only`` limits it to tensors read only as the weight of a Conv/ConvTranspose/
     MatMul/Gemm or as an embedding table (Gather), never biases or other operands: used after
     another quantizer has left float weights behind, beside its own float biases and scales;
-    ``rounded`` gives int8 values computed elsewhere (``gptq.py``, same scales) to store instead of
-    rounding to nearest.
+    ``rounded`` gives int8 values for main-graph weights computed elsewhere (``gptq.py``, same
+    scales) to store instead of rounding to nearest.
     """
     quantized: list[str] = []
     for graph in model.graphs():
@@ -152,7 +152,7 @@ def storage_quantize(
             weights = tensor.numpy()
             axis = _axis_for(value, weights.ndim)
             q, scale = quantize_array(weights, axis)
-            if rounded is not None and name in rounded and rounded[name].shape == q.shape:
+            if rounded and graph is model.graph and name in rounded and rounded[name].shape == q.shape:
                 q = rounded[name]
             scale = (
                 scale.reshape([-1 if i == axis else 1 for i in range(q.ndim)]) if axis is not None else scale
