@@ -27,6 +27,7 @@ import onnx_ir as ir
 from modelcrunch.analysis.channels import attr_value
 from modelcrunch.data import Dataset
 from modelcrunch.passes.factorize.layers import Layer
+from modelcrunch.passes.im2col import im2col
 from modelcrunch.runtime.session import make_session
 
 logger = logging.getLogger(__name__)
@@ -49,41 +50,10 @@ def calibration_problem(layer: Layer, model: ir.Model) -> str | None:
     return None
 
 
-def _conv_pads(node: ir.Node, shape: tuple[int, ...], kernel: tuple[int, int]) -> list[int]:
-    strides = list(attr_value(node, "strides", [1, 1]))
-    dilations = list(attr_value(node, "dilations", [1, 1]))
-    auto_pad = attr_value(node, "auto_pad", "NOTSET")
-    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-        begin, end = [], []
-        for size, k, s, d in zip(shape[2:], kernel, strides, dilations, strict=True):
-            total = max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
-            small, large = total // 2, total - total // 2
-            begin.append(small if auto_pad == "SAME_UPPER" else large)
-            end.append(large if auto_pad == "SAME_UPPER" else small)
-        return begin + end
-    if auto_pad == "VALID":
-        return [0, 0, 0, 0]
-    return list(attr_value(node, "pads", [0, 0, 0, 0]))
-
-
-def im2col(x: np.ndarray, node: ir.Node, kernel: tuple[int, int]) -> np.ndarray:
-    """Patches (rows, C·kh·kw) of a 2-D conv input, ordered like ``W[o].reshape(-1)``."""
-    kh, kw = kernel
-    sh, sw = attr_value(node, "strides", [1, 1])
-    dh, dw = attr_value(node, "dilations", [1, 1])
-    top, left, bottom, right = _conv_pads(node, x.shape, kernel)
-    xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
-    span = ((kh - 1) * dh + 1, (kw - 1) * dw + 1)
-    windows = np.lib.stride_tricks.sliding_window_view(xp, span, axis=(2, 3))
-    windows = windows[:, :, ::sh, ::sw, ::dh, ::dw]  # (n, C, Ho, Wo, kh, kw)
-    n, c, ho, wo = windows.shape[:4]
-    return windows.transpose(0, 2, 3, 1, 4, 5).reshape(n * ho * wo, c * kh * kw)
-
-
 def _rows(layer: Layer, x: np.ndarray, rng: np.random.Generator, max_rows: int) -> np.ndarray:
     if layer.kind == "conv":
-        rows = im2col(x, layer.node, tuple(layer.matrix.shape[2:]))
-    elif layer.op_type == "Gemm" and attr_value(layer.node, "transA", 0):
+        return im2col(x, layer.node, tuple(layer.matrix.shape[2:]), rows=max_rows, rng=rng).astype(np.float64)
+    if layer.op_type == "Gemm" and attr_value(layer.node, "transA", 0):
         rows = x.T
     else:
         rows = x.reshape(-1, x.shape[-1])

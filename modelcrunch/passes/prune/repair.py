@@ -28,6 +28,7 @@ import onnx_ir as ir
 from modelcrunch.analysis.channels import attr_value
 from modelcrunch.analysis.groups import const_array, expand_indices
 from modelcrunch.passes._ir import register_array
+from modelcrunch.passes.im2col import im2col
 from modelcrunch.passes.prune.activations import iter_activations
 from modelcrunch.passes.prune.structured import GroupDecision
 
@@ -48,20 +49,6 @@ class RepairedLayer:
             "rel_error_before": self.rel_error_before,
             "rel_error_after": self.rel_error_after,
         }
-
-
-def im2col(x: np.ndarray, node: ir.Node, kernel: tuple[int, int]) -> np.ndarray:
-    """Rows ``[N*Ho*Wo, C*kh*kw]`` of a 2-D Conv's input patches (ordering matches W.reshape)."""
-    kh, kw = kernel
-    sh, sw = attr_value(node, "strides", [1, 1])
-    dh, dw = attr_value(node, "dilations", [1, 1])
-    top, left, bottom, right = attr_value(node, "pads", [0, 0, 0, 0])
-    xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
-    eh, ew = (kh - 1) * dh + 1, (kw - 1) * dw + 1
-    win = np.lib.stride_tricks.sliding_window_view(xp, (eh, ew), axis=(2, 3))
-    win = win[:, :, ::sh, ::sw, ::dh, ::dw]
-    n, c, ho, wo = win.shape[:4]
-    return win.transpose(0, 2, 3, 1, 4, 5).reshape(n * ho * wo, c * kh * kw)
 
 
 def _repairable(node: ir.Node) -> str | None:
