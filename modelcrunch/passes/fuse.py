@@ -103,15 +103,16 @@ def _per_channel(constant: np.ndarray, channels: int, rank: int) -> np.ndarray |
 
 
 def _conv_params(node: ir.Node) -> tuple[np.ndarray, np.ndarray] | None:
+    """(weight, bias) of a Conv whose weight (and bias, if any) are constant; a zero bias if none."""
     if node.op_type != "Conv" or len(node.inputs) < 2:
         return None
     weight = _constant(node.inputs[1])
     if weight is None or weight.ndim < 3:
         return None
-    bias = _constant(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
-    if len(node.inputs) > 2 and node.inputs[2] is not None and bias is None:
-        return None
-    return weight, bias if bias is not None else np.zeros(weight.shape[0], dtype=weight.dtype)
+    if len(node.inputs) < 3 or node.inputs[2] is None:
+        return weight, np.zeros(weight.shape[0], dtype=weight.dtype)
+    bias = _constant(node.inputs[2])
+    return None if bias is None else (weight, bias)
 
 
 def _set_conv_params(graph: ir.Graph, conv: ir.Node, weight: np.ndarray, bias: np.ndarray) -> None:
@@ -119,7 +120,7 @@ def _set_conv_params(graph: ir.Graph, conv: ir.Node, weight: np.ndarray, bias: n
     olds = [conv.inputs[1], conv.inputs[2] if len(conv.inputs) > 2 else None]
     for index, array in ((1, weight), (2, bias)):
         name = _fresh_name(graph, f"{conv.name or conv.op_type}_{'W' if index == 1 else 'B'}_folded")
-        value = register_array(graph, name, array.astype(olds[0].const_value.numpy().dtype))
+        value = register_array(graph, name, array.astype(olds[0].const_value.dtype.numpy()))
         if index < len(conv.inputs):
             conv.replace_input_with(index, value)
         else:
@@ -211,7 +212,7 @@ def fold_conv_input_affine(model: ir.Model) -> int:
         weight, bias = params
         group = conv.attributes.get("group")
         grouped = group is not None and group.as_int() != 1
-        chain: list[tuple[ir.Node, tuple[str, np.ndarray]]] = []
+        chain: list[tuple[ir.Node, str, np.ndarray]] = []  # (node, "scale" | "shift", per input channel)
         value = conv.inputs[0]
         while value is not None and value.producer() is not None and _private(value):
             node = value.producer()
@@ -219,16 +220,16 @@ def fold_conv_input_affine(model: ir.Model) -> int:
             step = _affine_step(node, inputs[0]) if len(inputs) == 1 else None
             if step is None or (grouped and step[1].size != 1):
                 break
-            if _per_channel(step[1], weight.shape[1], weight.ndim) is None:
+            vector = _per_channel(step[1], weight.shape[1], weight.ndim)
+            if vector is None:
                 break
-            chain.append((node, step))
+            chain.append((node, step[0], vector))
             value = inputs[0]
         if not chain:
             continue
         scale = np.ones(weight.shape[1], dtype=np.float64)
         shift = np.zeros(weight.shape[1], dtype=np.float64)
-        for _, (kind, constant) in reversed(chain):  # from x towards the Conv
-            vector = _per_channel(constant, weight.shape[1], weight.ndim)
+        for _, kind, vector in reversed(chain):  # from x towards the Conv
             if kind == "scale":
                 scale, shift = scale * vector, shift * vector
             else:
@@ -238,7 +239,7 @@ def fold_conv_input_affine(model: ir.Model) -> int:
         new_weight = weight * scale.reshape(taps)
         _set_conv_params(graph, conv, new_weight, new_bias)
         conv.replace_input_with(0, value)
-        _remove(graph, [node for node, _ in chain])
+        _remove(graph, [node for node, _, _ in chain])
         folded += len(chain)
     return folded
 
@@ -299,7 +300,7 @@ def fuse_hard_swish(model: ir.Model) -> int:
     opset = model.opset_imports.get("", 1)
     fused = 0
     for add in list(graph):
-        if add.op_type != "Add" or add.graph is not graph:
+        if add.op_type != "Add":
             continue
         match = _hard_swish_match(add)
         if match is None:
