@@ -70,13 +70,13 @@ class Workspace:
             self._absmax = activation_absmax(ir.to_proto(self.model), self.calibration.samples)
         return self._absmax
 
-    def gptq(self, prep: Prepared) -> dict[str, np.ndarray]:
-        """GPTQ int8 values of the prepared model's weights; none without real calibration data, or
-        when measuring the layers' inputs fails (rounding to nearest then, said in the log)."""
+    def gptq(self, model: ir.Model) -> dict[str, np.ndarray]:
+        """GPTQ int8 values of the prepared ``model``'s weights (read, not changed); none without
+        real calibration data, or when measuring the layers' inputs fails (rounding to nearest then,
+        said in the log)."""
         if self._gptq is None:
             self._gptq = {}
             if self.options.gptq and not self.calibration.synthetic:
-                model = ir.serde.deserialize_model(prep.load())
                 try:
                     self._gptq = gptq_weights(model, self.calibration.samples, threads=self.options.threads)
                 except Exception as exc:  # noqa: BLE001 - an optimisation: storage still works without it
@@ -251,7 +251,7 @@ def mode_build(ws: Workspace, mode: Mode) -> ModeBuild:
     if mode is Mode.STORAGE:
         prep = ws.prepared(per_channel=options.per_channel)  # BatchNormalization folded into Conv
         prepared = ir.serde.deserialize_model(prep.load())
-        rounded = ws.gptq(prep)
+        rounded = ws.gptq(prepared)
 
         def build(only: Sequence[str] | None, exclude: Sequence[str]) -> Path:
             model = ir.serde.deserialize_model(prep.load())
