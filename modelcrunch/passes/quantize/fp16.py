@@ -77,13 +77,21 @@ def _float_weights(node: ir.Node) -> list[ir.Value]:
     ]
 
 
-def _fp16_reason(node: ir.Node, absmax: Mapping[str, float], exclude: frozenset[str]) -> str | None:
+def _common_reason(node: ir.Node, exclude: frozenset[str], sensitive: str) -> str | None:
+    """The reasons fp16 and bf16 share, in order: the user's exclusion, a ``KEEP_FP32_OPS`` op
+    (``sensitive`` says why), an op outside the default domain."""
     if (node.name or "") in exclude:
         return "excluded by the user"
     if node.op_type in KEEP_FP32_OPS:
-        return f"{node.op_type} overflows or loses precision in fp16"
+        return f"{node.op_type} {sensitive}"
     if node.domain not in ("", "ai.onnx"):
         return f"custom-domain op {node.domain}::{node.op_type}"
+    return None
+
+
+def _fp16_reason(node: ir.Node, absmax: Mapping[str, float], exclude: frozenset[str]) -> str | None:
+    if reason := _common_reason(node, exclude, "overflows or loses precision in fp16"):
+        return reason
     if _subgraphs(node):
         return None  # a float32 interface; its bodies are converted
     peak = max((absmax.get(o.name or "", 0.0) for o in node.outputs), default=0.0)
@@ -98,12 +106,9 @@ def _bf16_reason(node: ir.Node, absmax: Mapping[str, float], exclude: frozenset[
     weights = _float_weights(node)
     if not weights:
         return None  # bf16 changes only stored weights
-    if (node.name or "") in exclude:
-        return "excluded by the user"
-    if node.op_type in KEEP_FP32_OPS:
-        return f"{node.op_type} is precision-sensitive: its float inputs stay fp32 (bf16 keeps 8 bits)"
-    if node.domain not in ("", "ai.onnx"):
-        return f"custom-domain op {node.domain}::{node.op_type}"
+    sensitive = "is precision-sensitive: its float inputs stay fp32 (bf16 keeps 8 bits)"
+    if reason := _common_reason(node, exclude, sensitive):
+        return reason
     if node.op_type in WEIGHTED_OP_TYPES and all(w.const_value.size < MIN_ELEMENTS for w in weights):
         return f"weights under {MIN_ELEMENTS} elements stay fp32 (bf16 storage saves nothing there)"
     return None
