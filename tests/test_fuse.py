@@ -3,6 +3,7 @@ checker, run in ONNX Runtime, change nothing when run again, and leave alone wha
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -10,9 +11,12 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
+import typer
 from models import assert_close_on_ort, run_ort, save_proto
 from onnx import TensorProto, helper, numpy_helper
+from typer.testing import CliRunner
 
+from modelcrunch.cli.quantize import quantize_cmd
 from modelcrunch.passes.fuse import fuse_for_int8
 from modelcrunch.passes.quantize import Mode, QuantizeOptions, quantize_model
 
@@ -199,3 +203,30 @@ def test_quantize_fuses_before_quantizing_unless_told_not_to(tmp_path: Path, fus
         assert not notes and quantized["Add"] + quantized["Mul"] >= 6
     (ref,), (got,) = run_ort(proto, X), run_ort(out, X)
     assert np.dot(ref.ravel(), got.ravel()) / np.linalg.norm(ref) / np.linalg.norm(got) > 0.99
+
+
+@pytest.mark.parametrize("flags", [[], ["--no-fuse", "--no-gptq"]])
+def test_cli_flags_reach_the_pipeline_json(tmp_path: Path, flags: list[str]) -> None:
+    """``--no-fuse`` / ``--no-gptq`` switch the rewrites off; ``--json`` says what was done."""
+    src = save_proto(lab_proto(), tmp_path / "lab.onnx")
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, x=RNG.standard_normal((8, 4, 8, 8)).astype(np.float32) * 3)
+    app = typer.Typer(add_completion=False)
+    app.command()(quantize_cmd)
+    args = [
+        src,
+        "-o",
+        tmp_path / "q.onnx",
+        "--mode",
+        "storage",
+        "--calibration",
+        calib,
+        "--no-bench",
+        "--json",
+    ]
+    result = CliRunner().invoke(app, [str(a) for a in [*args, *flags]])
+    assert result.exit_code == 0, result.output
+    notes = json.loads(result.stdout)["preprocessing"]
+    fused = any(n.startswith("fused before quantizing") for n in notes)
+    gptq = any(n.startswith("GPTQ rounding") for n in notes)
+    assert (fused, gptq) == ((True, True) if not flags else (False, False))
