@@ -378,3 +378,45 @@ def near_tie_proto(*, softmax: bool = False) -> onnx.ModelProto:
         {"w1": w1, "w2": w2},
         17,
     )
+
+
+def hand_layernorm_proto() -> onnx.ModelProto:
+    """input[batch,16,64] → MatMul+bias → LayerNorm spelt out (ReduceMean, Sub, Mul, ReduceMean, Add,
+    Sqrt, Div, Mul, Add) → MatMul → g + g·sigmoid(g) → MatMul → out[batch,16,64].
+
+    The LayerNorm's input is shifted far from zero, as real residual streams are: one uint8 scale for
+    ``x`` and ``x - mean`` then loses the centred values."""
+    inits = {
+        "w1": _w(64, 64),
+        "b1": (_w(64) + 20.0).astype(np.float32),
+        "gamma": (1.0 + _w(64)).astype(np.float32),
+        "beta": _w(64),
+        "eps": np.array(1e-5, np.float32),
+        "w2": _w(64, 64),
+        "w3": _w(64, 64),
+    }
+    nodes = [
+        helper.make_node("MatMul", ["input", "w1"], ["h0"], name="fc1"),
+        helper.make_node("Add", ["h0", "b1"], ["h"], name="fc1_bias"),
+        helper.make_node("ReduceMean", ["h"], ["mean"], axes=[-1], name="ln_mean"),
+        helper.make_node("Sub", ["h", "mean"], ["centered"], name="ln_sub"),
+        helper.make_node("Mul", ["centered", "centered"], ["square"], name="ln_square"),
+        helper.make_node("ReduceMean", ["square"], ["var"], axes=[-1], name="ln_var"),
+        helper.make_node("Add", ["var", "eps"], ["var_eps"], name="ln_eps"),
+        helper.make_node("Sqrt", ["var_eps"], ["std"], name="ln_sqrt"),
+        helper.make_node("Div", ["centered", "std"], ["normed"], name="ln_div"),
+        helper.make_node("Mul", ["normed", "gamma"], ["scaled"], name="ln_gamma"),
+        helper.make_node("Add", ["scaled", "beta"], ["ln"], name="ln_beta"),
+        helper.make_node("MatMul", ["ln", "w2"], ["g"], name="fc2"),
+        helper.make_node("Sigmoid", ["g"], ["gate"], name="sigmoid"),
+        helper.make_node("Mul", ["g", "gate"], ["silu"], name="silu"),
+        helper.make_node("Add", ["silu", "g"], ["res"], name="residual"),
+        helper.make_node("MatMul", ["res", "w3"], ["out"], name="fc3"),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 16, 64])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 16, 64])],
+        inits,
+        13,
+    )

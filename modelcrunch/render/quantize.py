@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from rich.console import Console
 from rich.table import Table
 
 from modelcrunch.passes.quantize.report import QuantizeReport
 
 MAX_EXCLUDED_ROWS = 25
+GROUP_ROWS = 3  # more nodes than this with one reason: one row for them all
 
 
 def _mb(size: int) -> str:
@@ -52,17 +55,22 @@ def summary_table(report: QuantizeReport) -> Table:
         "nodes", f"{len(report.nodes_quantized)} layers quantized, {len(report.nodes_excluded)} kept float"
     )
     table.add_row("ops added", ops)
-    target = "met" if report.target["met"] else "[bold red]NOT met[/]"
-    table.add_row(
-        "target",
-        f"cosine ≥ {report.target['min_cosine']}"
-        + (f", drop ≤ {report.target['max_drop']} points" if report.target["max_drop"] is not None else "")
-        + f": {target}",
-    )
+    table.add_row("target", _target(report.target))
     for note in report.preprocessing:
         table.add_row("pre-processing", note)
     table.add_row("time", f"{report.seconds:.1f} s")
     return table
+
+
+def _target(target: dict) -> str:
+    parts = [f"cosine ≥ {target['min_cosine']}"]
+    if target.get("min_top1_agreement"):
+        parts.append(f"top-1 agreement ≥ {target['min_top1_agreement']:.1%}")
+    if target.get("max_channel_error") is not None:
+        parts.append(f"channel error ≤ {target['max_channel_error']}")
+    if target.get("max_drop") is not None:
+        parts.append(f"drop ≤ {target['max_drop']} points")
+    return ", ".join(parts) + ": " + ("met" if target["met"] else "[bold red]NOT met[/]")
 
 
 def candidates_table(report: QuantizeReport) -> Table:
@@ -88,11 +96,23 @@ def excluded_table(report: QuantizeReport) -> Table:
     table.add_column("node")
     table.add_column("op")
     table.add_column("why")
-    for node in report.nodes_excluded[:MAX_EXCLUDED_ROWS]:
-        table.add_row(node.name, node.op_type, node.reason)
-    hidden = len(report.nodes_excluded) - MAX_EXCLUDED_ROWS
+    groups: dict[str, list] = {}  # nodes sharing one reason share a row
+    for node in report.nodes_excluded:
+        groups.setdefault(node.reason, []).append(node)
+    for reason, nodes in list(groups.items())[:MAX_EXCLUDED_ROWS]:
+        if len(nodes) <= GROUP_ROWS:
+            for node in nodes:
+                table.add_row(node.name, node.op_type, reason)
+            continue
+        ops = Counter(node.op_type for node in nodes)
+        table.add_row(
+            f"{nodes[0].name}\n... and {len(nodes) - 1} more (see --json)",
+            ", ".join(f"{op} ×{count}" for op, count in ops.most_common()),
+            reason,
+        )
+    hidden = len(groups) - MAX_EXCLUDED_ROWS
     if hidden > 0:
-        table.add_row(f"... {hidden} more (see --json)", "", "")
+        table.add_row(f"... {hidden} more reasons (see --json)", "", "")
     return table
 
 

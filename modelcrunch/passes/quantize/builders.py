@@ -30,6 +30,7 @@ from modelcrunch.passes.quantize.fp16 import BFLOAT16, FLOAT16, convert_half, ha
 from modelcrunch.passes.quantize.gptq import gptq_weights
 from modelcrunch.passes.quantize.per_token import per_token_rewrite
 from modelcrunch.passes.quantize.preprocess import Prepared, prepare
+from modelcrunch.passes.quantize.primitives import hand_built_math
 from modelcrunch.passes.quantize.qdq import compact_qdq
 from modelcrunch.passes.quantize.ranges import activation_absmax
 from modelcrunch.passes.quantize.sensitivity import Build
@@ -93,6 +94,7 @@ class ModeBuild:
     layers: list[str]  # nodes the sensitivity analysis may keep float, in graph order
     notes: list[str]
     compactable: bool = False  # leaves float weights that ``compact_copy`` may store as int8
+    kept: dict[str, str] = field(default_factory=dict)  # kept float by rule, before any measurement: reason
 
 
 def _nodes(model: onnx.ModelProto, op_types: Sequence[str]) -> list[str]:
@@ -192,6 +194,7 @@ def mode_build(ws: Workspace, mode: Mode) -> ModeBuild:
         layers = (
             _nodes(prepared, op_types) if mode is Mode.STATIC else _const_weight_nodes(prepared, op_types)
         )
+        kept = hand_built_math(prepared, op_types) if mode is Mode.STATIC and not options.op_types else {}
 
         def build(only: Sequence[str] | None, exclude: Sequence[str]) -> Path:
             out = ws.new_path(mode.value)
@@ -231,7 +234,7 @@ def mode_build(ws: Workspace, mode: Mode) -> ModeBuild:
         notes = list(prep.notes)
         if options.reduce_range is None and options.effective_reduce_range:
             notes.append("7-bit weights (reduce_range): this CPU has no VNNI, full-range u8s8 would saturate")
-        return ModeBuild(build, layers, notes, compactable=True)
+        return ModeBuild(build, layers, notes, compactable=True, kept=kept)
 
     if mode is Mode.WEIGHT_ONLY:
         proto, gathers, notes = gather_opset(ir.to_proto(ws.model), options)

@@ -159,14 +159,16 @@ def _build_mode(ws: Workspace, mode: Mode, judge: _Judge, on_progress: Progress)
         return judge.score(path, probe=True)
 
     user = list(options.exclude)
-    layers = [n for n in spec.layers if n not in set(user)] if options.sensitivity else []
+    kept = {n: reason for n, reason in spec.kept.items() if n not in set(user)}
+    fixed = [*user, *kept]
+    layers = [n for n in spec.layers if n not in set(fixed)] if options.sensitivity else []
     result = guard(
         layers,
         spec.build,
         measure,
         probe,
         lambda f: meets(options, f),
-        base_exclude=user,
+        base_exclude=fixed,
         target=target_text(options),
         on_progress=on_progress,
     )
@@ -185,7 +187,7 @@ def _build_mode(ws: Workspace, mode: Mode, judge: _Judge, on_progress: Progress)
     if result.excluded and len(set(result.excluded) - per_token) >= len(layers):
         notes.append("every layer had to stay float to meet the target")
         met = False
-    excluded = {name: "excluded by --exclude" for name in user} | result.excluded
+    excluded = {name: "excluded by --exclude" for name in user} | kept | result.excluded
     if mode in HALF_MODES:
         excluded = half_keep_reasons(ws, mode, frozenset(excluded)) | excluded
     return _Built(
