@@ -230,3 +230,53 @@ def test_cli_flags_reach_the_pipeline_json(tmp_path: Path, flags: list[str]) -> 
     fused = any(n.startswith("fused before quantizing") for n in notes)
     gptq = any(n.startswith("GPTQ rounding") for n in notes)
     assert (fused, gptq) == ((True, True) if not flags else (False, False))
+
+
+def attention_proto(*, opset: int, mask_value: float) -> onnx.ModelProto:
+    """``softmax(scores + (1 - mask) · mask_value)`` as Hugging Face exports BERT's attention."""
+    nodes = [
+        helper.make_node("Unsqueeze", ["mask", "axes12"], ["m4"]),
+        helper.make_node("Cast", ["m4"], ["mf"], to=TensorProto.FLOAT),
+        helper.make_node("Sub", ["one", "mf"], ["inv"]),
+        helper.make_node("Mul", ["inv", "big"], ["ext"]),
+        helper.make_node("Add", ["scores", "ext"], ["masked"]),
+        helper.make_node("Softmax", ["masked"], ["probs"], axis=-1),
+        helper.make_node("Softmax", ["scores"], ["plain"], axis=-1),  # no mask: left alone
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "attention",
+        [
+            helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["n", 2, 6, 6]),
+            helper.make_tensor_value_info("mask", TensorProto.INT64, ["n", 6]),
+        ],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, ["n", 2, 6, 6]) for o in ("probs", "plain")],
+        initializer=[
+            numpy_helper.from_array(np.array([1, 2], np.int64), "axes12"),
+            _init("one", 1.0),
+            _init("big", mask_value),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    onnx.checker.check_model(model)
+    return model
+
+
+@pytest.mark.parametrize(
+    ("opset", "mask_value"), [(13, float(np.finfo(np.float32).min)), (14, -1e4), (18, -1e9)]
+)
+def test_masked_softmax_clamped_exactly(opset: int, mask_value: float) -> None:
+    proto = attention_proto(opset=opset, mask_value=mask_value)
+    out, result = fused(proto)
+    assert result.softmax == 1 and ops(out)["Max"] == 1 and ops(out)["ReduceMax"] == 1
+    mask = np.ones((3, 6), np.int64)
+    mask[0, 4:] = 0  # padding
+    mask[1, :] = 0  # a row masked everywhere: unchanged too
+    feeds = {"scores": RNG.standard_normal((3, 2, 6, 6)).astype(np.float32) * 10, "mask": mask}
+    feeds["scores"][2, 0, 0, 0] = -200.0  # a real score far below its row's max: clamped, weight ~0
+    before, after = run_ort(proto, feeds), run_ort(out, feeds)
+    for a, b in zip(before, after, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-30)
+    if mask_value < -1e30:  # scores vanish beside the mask: the fully masked row is uniform
+        assert np.allclose(after[0][1], 1 / 6)
+    assert fused(out)[1].softmax == 0  # idempotent: the Softmax now reads the clamp, not the Add

@@ -18,6 +18,7 @@ What it rewrites, in order:
 4. Exact float fusions (``modelcrunch/passes/fuse.py``): scalar Mul/Add folded into the Convs
    beside them, HardSwish built from Add/Clip/Mul/Div fused, so int8 has fewer element-wise ops to
    wrap in Quantize/Dequantize pairs. PP-OCRv4 rec runs 0.59x as long in fp32 after them alone.
+   Masked attention Softmaxes get their inputs clamped so ``exp`` never underflows (MiniLM 0.89x).
 
 Limits: models over 2 GB are handled by ORT's external-data path only as far as ORT supports it.
 """
