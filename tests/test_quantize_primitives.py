@@ -1,14 +1,16 @@
-"""Normalisations and activations built from primitive ops stay float under static int8."""
+"""Static int8 keeps float by rule: normalisations and activations built from primitive ops, and
+quantizable ops with no quantized layer beside them."""
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 from models import assert_same_signature, save_proto
 from models_quantize import hand_layernorm_proto, stacked_data
 
 from modelcrunch.passes.quantize import Mode, QuantizeOptions, quantize_model
 from modelcrunch.passes.quantize.config import STATIC_OP_TYPES
-from modelcrunch.passes.quantize.primitives import hand_built_math
+from modelcrunch.passes.quantize.primitives import float_islands, hand_built_math
 
 LAYERNORM = {"fc1_bias", "ln_square", "ln_eps", "ln_gamma", "ln_beta"}
 
@@ -49,3 +51,46 @@ def test_static_keeps_hand_built_layernorm_float(tmp_path):
 def test_explicit_op_types_override_the_rule(tmp_path):
     _, report = _quantize(tmp_path, op_types=("MatMul", "Mul", "Add"))
     assert not any("primitive ops" in n.reason for n in report.nodes_excluded)
+
+
+def _head_proto() -> onnx.ModelProto:
+    """Conv → Relu → ConvTranspose → Add(bias) → Relu → Sigmoid: PP-OCR det's head, in small."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = {
+        "w": rng.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.3,
+        "wt": rng.standard_normal((8, 1, 2, 2)).astype(np.float32) * 0.3,
+        "bt": rng.standard_normal((1, 1, 1, 1)).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("ConvTranspose", ["r", "wt"], ["t"], strides=[2, 2], name="up"),
+        helper.make_node("Add", ["t", "bt"], ["tb"], name="up_bias"),
+        helper.make_node("Relu", ["tb"], ["tr"], name="up_relu"),
+        helper.make_node("Sigmoid", ["tr"], ["y"], name="prob"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "head",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 1, 16, 16])],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_ops_with_no_quantized_layer_beside_them_stay_float(tmp_path):
+    model = _head_proto()
+    assert set(float_islands(model, STATIC_OP_TYPES)) == {"up_bias", "up_relu", "prob"}
+    src = save_proto(model, tmp_path / "head.onnx")
+    calib = stacked_data(model, tmp_path / "calib.npz", n=16)
+    options = QuantizeOptions(mode=Mode.STATIC, bench=False, sensitivity=False)
+    report = quantize_model(src, tmp_path / "q.onnx", options, calibration=calib)
+    out = onnx.load(str(report.output))
+    quantized = {n.input[0] for n in out.graph.node if n.op_type == "QuantizeLinear"}
+    assert "c" in quantized or "r" in quantized  # the Conv's side is int8
+    assert not quantized & {"t", "tb", "tr", "y"}  # the head after the float ConvTranspose is not
+    assert report.nodes_quantized == ["conv"]
+    assert report.fidelity["worst_cosine"] >= 0.999

@@ -30,7 +30,7 @@ from modelcrunch.passes.quantize.fp16 import BFLOAT16, FLOAT16, convert_half, ha
 from modelcrunch.passes.quantize.gptq import gptq_weights
 from modelcrunch.passes.quantize.per_token import per_token_rewrite
 from modelcrunch.passes.quantize.preprocess import Prepared, prepare
-from modelcrunch.passes.quantize.primitives import hand_built_math
+from modelcrunch.passes.quantize.primitives import float_islands, hand_built_math
 from modelcrunch.passes.quantize.qdq import compact_qdq
 from modelcrunch.passes.quantize.ranges import activation_absmax
 from modelcrunch.passes.quantize.sensitivity import Build
@@ -194,7 +194,10 @@ def mode_build(ws: Workspace, mode: Mode) -> ModeBuild:
         layers = (
             _nodes(prepared, op_types) if mode is Mode.STATIC else _const_weight_nodes(prepared, op_types)
         )
-        kept = hand_built_math(prepared, op_types) if mode is Mode.STATIC and not options.op_types else {}
+        kept: dict[str, str] = {}
+        if mode is Mode.STATIC and not options.op_types:
+            kept = hand_built_math(prepared, op_types)
+            kept |= float_islands(prepared, op_types, floats=kept)
 
         def build(only: Sequence[str] | None, exclude: Sequence[str]) -> Path:
             out = ws.new_path(mode.value)

@@ -1,4 +1,9 @@
-"""Normalisations and activations built from primitive ops: found by structure, kept float by static.
+"""What static int8 keeps float by structure, before any measurement: two rules.
+
+1. ``hand_built_math``: normalisations and activations built from primitive ops.
+2. ``float_islands``: quantizable ops with no int8 layer in their region (see its docstring).
+
+Rule 1 in detail.
 
 Exporters often spell out what a kernel would do in one op: a LayerNorm as ``ReduceSum``, ``Sub``,
 ``Mul`` (the square), ``Sqrt``, ``Reciprocal``, ``Mul``, ``Add``; a GELU as
@@ -37,6 +42,8 @@ REGION_OPS = frozenset(
         "Reshape", "Expand", "Squeeze", "Unsqueeze", "Flatten", "Cast",
     }
 )  # fmt: skip
+#: Layers with int8 kernels: a region of quantizable ops holding none of them stays float.
+INT8_LAYERS = frozenset({"Conv", "MatMul", "Gemm"})
 #: Ops that mark a region as hand-built math (a normalisation, GELU, softmax, decode arithmetic).
 MARKER_OPS = frozenset(
     {
@@ -46,9 +53,9 @@ MARKER_OPS = frozenset(
 )  # fmt: skip
 
 
-def hand_built_math(model: onnx.ModelProto, op_types: Collection[str]) -> dict[str, str]:
-    """Main-graph nodes of ``op_types`` inside a hand-built math region → the reason they stay float."""
-    nodes = [n for n in model.graph.node if n.op_type in REGION_OPS and n.name]
+def _regions(model: onnx.ModelProto, nodes: list[onnx.NodeProto]) -> list[list[onnx.NodeProto]]:
+    """``nodes`` grouped into connected regions: two nodes connect where they share a value (not an
+    initializer), as producer and consumer or as two readers."""
     constants = {t.name for t in model.graph.initializer}
     parent = list(range(len(nodes)))
 
@@ -68,8 +75,13 @@ def hand_built_math(model: onnx.ModelProto, op_types: Collection[str]) -> dict[s
     regions: dict[int, list[onnx.NodeProto]] = {}
     for i, node in enumerate(nodes):
         regions.setdefault(root(i), []).append(node)
+    return list(regions.values())
+
+
+def hand_built_math(model: onnx.ModelProto, op_types: Collection[str]) -> dict[str, str]:
+    """Main-graph nodes of ``op_types`` inside a hand-built math region → the reason they stay float."""
     reasons: dict[str, str] = {}
-    for members in regions.values():
+    for members in _regions(model, [n for n in model.graph.node if n.op_type in REGION_OPS and n.name]):
         markers = sorted({n.op_type for n in members} & MARKER_OPS)
         if not markers:
             continue
@@ -79,3 +91,28 @@ def hand_built_math(model: onnx.ModelProto, op_types: Collection[str]) -> dict[s
         )
         reasons.update({n.name: reason for n in members if n.op_type in op_types})
     return reasons
+
+
+def float_islands(
+    model: onnx.ModelProto, op_types: Collection[str], floats: Collection[str] = ()
+) -> dict[str, str]:
+    """Main-graph nodes of ``op_types`` whose region of ``op_types`` nodes (``floats`` left out) holds
+    no layer with an int8 kernel (``INT8_LAYERS``) → the reason they stay float.
+
+    Such an island sits between float ops: PP-OCR det's head is ``ConvTranspose → Add(bias) → BN →
+    Relu → ConvTranspose → Add(bias) → Sigmoid``, and ORT quantizes each Add, Relu and the Sigmoid. With
+    nothing int8 beside them, every Quantize/Dequantize pair is pure cost, and the probability map the
+    detector thresholds comes out rounded to 1/255.
+    """
+    floats = set(floats)
+    nodes = [n for n in model.graph.node if n.op_type in op_types and n.name and n.name not in floats]
+    reason = (
+        "no quantized layer beside it (its neighbours compute in float): int8 would only add "
+        "Quantize/Dequantize pairs around it; kept float"
+    )
+    return {
+        n.name: reason
+        for members in _regions(model, nodes)
+        if not any(m.op_type in INT8_LAYERS for m in members)
+        for n in members
+    }
