@@ -94,3 +94,18 @@ def test_ops_with_no_quantized_layer_beside_them_stay_float(tmp_path):
     assert not quantized & {"t", "tb", "tr", "y"}  # the head after the float ConvTranspose is not
     assert report.nodes_quantized == ["conv"]
     assert report.fidelity["worst_cosine"] >= 0.999
+
+
+def test_report_groups_nodes_kept_float_for_one_reason(tmp_path):
+    from rich.console import Console
+
+    from modelcrunch.render.quantize import render_quantize
+
+    _, report = _quantize(tmp_path)
+    console = Console(record=True, width=240)
+    render_quantize(report, console)
+    text = console.export_text()
+    # Five LayerNorm nodes share one reason: one row, with the op counts and a pointer to --json.
+    assert "... and 4 more (see --json)" in text and "Add ×3, Mul ×2" in text
+    assert text.count("built from primitive ops") == 1
+    assert "cosine ≥ 0.99" in text
