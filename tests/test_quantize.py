@@ -430,6 +430,16 @@ def test_cli_json(mm, tmp_path):
     assert document["latency"]["ratio"] > 0 and document["fidelity"]["worst_cosine"] > 0.99
 
 
+@pytest.mark.parametrize("method", ["entropy", "percentile"])
+def test_cli_json_stays_parseable_with_histogram_calibration(mm, tmp_path, method):
+    """ORT's histogram calibrators print progress; stdout must still be one JSON document."""
+    src, calib = mm
+    args = ["-o", tmp_path / "q.onnx", "--mode", "static", "--method", method, "--calibration", calib]
+    result = cli(src, *args, "--json", "--no-bench", "--no-sensitivity")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["mode"] == "static"
+
+
 @pytest.mark.parametrize(
     "bad",
     [

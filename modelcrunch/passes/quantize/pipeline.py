@@ -7,12 +7,13 @@ which ``modelcrunch.io.save_model`` writes atomically after the checker and an O
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import math
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -268,18 +269,24 @@ def _why_float(mode: Mode, op_type: str) -> str:
     return f"left float by ONNX Runtime's {mode.value} quantizer (unsupported weight layout or op)"
 
 
-@contextmanager
+@contextlib.contextmanager
 def _quiet_ort_logging():
-    """ORT's quantization tools log alarming warnings for situations we handle; keep them at INFO."""
+    """ORT's quantization tools log alarming warnings for situations we handle; keep them at INFO.
+    Some also ``print`` (the histogram calibrators' progress): that goes to the debug log, since
+    stdout carries ``--json``."""
     loggers = [logging.getLogger(n) for n in ("onnxruntime.quantization", "root")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(max(lg.getEffectiveLevel(), logging.ERROR))
+    printed = io.StringIO()
     try:
-        yield
+        with contextlib.redirect_stdout(printed):
+            yield
     finally:
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
+        if printed.getvalue():
+            logger.debug("ONNX Runtime printed: %s", printed.getvalue().strip())
 
 
 def _bench(reference: Path, paths: list[Path], feeds: Feeds, options: QuantizeOptions, on_progress: Progress):
