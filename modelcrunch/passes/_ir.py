@@ -5,6 +5,9 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+#: Opset from which ReduceMax/ReduceMin/ReduceSum... take their axes as an input, not an attribute.
+REDUCE_AXES_INPUT_OPSET = 18
+
 
 def register_array(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
     """Register ``array`` as the initializer ``name`` of ``graph`` (dtype and shape from the array)."""

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
-from modelcrunch.passes._ir import register_array
+from modelcrunch.passes._ir import REDUCE_AXES_INPUT_OPSET, register_array
 
 logger = logging.getLogger(__name__)
 
@@ -364,6 +364,7 @@ def clamp_masked_softmax(model: ir.Model) -> int:
     if opset < 13:
         return 0
     floor = None
+    axes: dict[int, ir.Value] = {}  # one initializer per reduced axis, shared by the Softmaxes
     clamped = 0
     for softmax in list(graph):
         x = softmax.inputs[0] if softmax.op_type == "Softmax" and softmax.inputs else None
@@ -376,9 +377,12 @@ def clamp_masked_softmax(model: ir.Model) -> int:
             )
         axis = softmax.attributes.get_int("axis", -1)
         name = softmax.name or f"softmax_{clamped}"
-        if opset >= 18:
-            axes = register_array(graph, _fresh_name(graph, f"{name}_axes"), np.array([axis], np.int64))
-            peak = ir.node("ReduceMax", [x, axes], attributes={"keepdims": 1}, name=f"{name}_peak")
+        if opset >= REDUCE_AXES_INPUT_OPSET:
+            if axis not in axes:
+                axes[axis] = register_array(
+                    graph, _fresh_name(graph, f"softmax_axes{axis}"), np.array([axis], np.int64)
+                )
+            peak = ir.node("ReduceMax", [x, axes[axis]], attributes={"keepdims": 1}, name=f"{name}_peak")
         else:
             peak = ir.node("ReduceMax", [x], attributes={"axes": [axis], "keepdims": 1}, name=f"{name}_peak")
         low = ir.node("Sub", [peak.outputs[0], floor], name=f"{name}_floor")

@@ -109,8 +109,8 @@ def stack(samples: Sequence[dict[str, np.ndarray]], size: int) -> list[dict[str,
 def batched(session, samples: Sequence[dict[str, np.ndarray]]) -> int:  # noqa: ANN001
     """How many ``samples`` to stack per run of ``session`` (fidelity measurement): up to 32, or 1.
 
-    Stacking pays (one run per 32 samples instead of 32 runs; min/max and histograms are the same)
-    but is only safe where every input has a free leading axis, all samples agree on the other
+    Stacking pays (one run per 32 samples instead of 32 runs, same outputs per sample) but is only
+    safe where every input has a free leading axis, all samples agree on the other
     axes, and a stacked run gives outputs whose leading axis is the stack (a model may reshape to a
     fixed batch of 1); checked here by one trial run. Memory: the stacked inputs stay under
     ``STACK_INPUT_BYTES``, so large images are still run one at a time.

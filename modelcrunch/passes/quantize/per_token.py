@@ -33,13 +33,12 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from modelcrunch.io import names_read
+from modelcrunch.passes._ir import REDUCE_AXES_INPUT_OPSET
 from modelcrunch.passes.quantize.preprocess import default_opset
 
 logger = logging.getLogger(__name__)
 
 MIN_OPSET = 13
-#: Opset from which ReduceMax/ReduceMin take their axes as an input.
-REDUCE_AXES_INPUT_OPSET = 18
 
 
 def _rewritable(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> bool:
