@@ -149,8 +149,7 @@ def test_dynamic_stores_the_embedding_int8_unless_asked_not_to(tmp_path, compact
     report = quantize_model(src, out, options, calibration=data)
     check(src, out, {"ids": rng.integers(0, 512, (2, 8)).astype(np.int64)}, min_cosine=0.99)
     inits = {t.name: t.data_type for t in onnx.load(str(out)).graph.initializer}
-    assert (inits.get("table_int8") == onnx.TensorProto.INT8) is compact
-    assert ("table" in inits) is not compact
+    assert (inits["table"] == onnx.TensorProto.INT8) is compact  # stored int8 under its own name
     assert inits.get("b") == onnx.TensorProto.FLOAT  # biases are never stored int8
     assert ("embed" in report.nodes_quantized) is compact
 
@@ -169,7 +168,8 @@ def test_storage_gathers_embedding_rows_as_int8(tmp_path):
     )
     model = onnx.load(str(out))
     gather = next(n for n in model.graph.node if n.op_type == "Gather")
-    assert gather.input[0] == "table_int8"
+    assert gather.input[0] == "table"
+    assert {t.name: t.data_type for t in model.graph.initializer}["table"] == onnx.TensorProto.INT8
     consumer = next(n for n in model.graph.node if gather.output[0] in n.input)
     assert consumer.op_type == "Cast"
     feed = {"ids": np.random.default_rng(3).integers(0, 512, (2, 8)).astype(np.int64)}
@@ -261,8 +261,11 @@ def test_storage_int8_is_4x_smaller_and_nearly_exact(cnn, tmp_path):
     out = tmp_path / "q.onnx"
     report = quantize_model(src, out, QuantizeOptions(mode=Mode.STORAGE, **FAST), calibration=calib)
     check(src, out, FEED_CNN, min_cosine=0.9999)
-    inits = {t.name: t.data_type for t in onnx.load(str(out)).graph.initializer}
-    assert inits["c2w_int8"] == onnx.TensorProto.INT8 and "c2w" not in inits
+    model = onnx.load(str(out))
+    inits = {t.name: t for t in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    assert "c2w" not in inits and producer["c2w"].op_type == "Mul"  # conv2 still reads c2w, dequantized
+    assert inits[producer[producer["c2w"].input[0]].input[0]].data_type == onnx.TensorProto.INT8
     assert any(n.reason.startswith("weight under") for n in report.nodes_excluded)  # the fc weight is tiny
 
 
