@@ -280,3 +280,22 @@ def test_masked_softmax_clamped_exactly(opset: int, mask_value: float) -> None:
     if mask_value < -1e30:  # scores vanish beside the mask: the fully masked row is uniform
         assert np.allclose(after[0][1], 1 / 6)
     assert fused(out)[1].softmax == 0  # idempotent: the Softmax now reads the clamp, not the Add
+
+
+def test_masked_softmax_clamp_names_are_fresh() -> None:
+    """The clamp's nodes and values take names nothing in the model uses yet."""
+    proto = attention_proto(opset=18, mask_value=-1e4)
+    proto.graph.node[0].name = "softmax_peak"  # the names the clamp would pick first
+    cast = proto.graph.node[1]
+    cast.output[0] = "softmax_floor_out"
+    proto.graph.node[2].input[1] = "softmax_floor_out"
+    proto.graph.initializer.append(numpy_helper.from_array(np.array([-1], np.int64), "softmax_axes-1"))
+    out, result = fused(proto)
+    assert result.softmax == 1
+    nodes = [n.name for n in out.graph.node if n.name]
+    values = [o for n in out.graph.node for o in n.output] + [t.name for t in out.graph.initializer]
+    assert len(nodes) == len(set(nodes)) and len(values) == len(set(values))
+    scores = RNG.standard_normal((2, 2, 6, 6)).astype(np.float32)
+    feeds = {"scores": scores, "mask": np.ones((2, 6), np.int64)}
+    for a, b in zip(run_ort(proto, feeds), run_ort(out, feeds), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6)

@@ -22,6 +22,35 @@ def register_array(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
     return value
 
 
+class FreshNames:
+    """Names no value or node of ``model`` uses (subgraphs included), for the nodes a pass adds.
+
+    ``names("q")`` gives ``q0``, ``q1``...; ``names("x_peak", numbered=False)`` gives ``x_peak``
+    while it is free, then ``x_peak1``...
+    """
+
+    def __init__(self, model: ir.Model) -> None:
+        self.taken: set[str] = set()
+        for graph in model.graphs():
+            self.taken.update(v.name for v in (*graph.inputs, *graph.initializers.values()) if v.name)
+            for node in graph:
+                self.taken.add(node.name or "")
+                self.taken.update(v.name for v in node.outputs if v.name)
+        self.count: dict[str, int] = {}
+
+    def __call__(self, base: str, *, numbered: bool = True) -> str:
+        if not numbered and base not in self.taken:
+            self.taken.add(base)
+            return base
+        k = self.count.get(base, 0 if numbered else 1)
+        while f"{base}{k}" in self.taken:
+            k += 1
+        self.count[base] = k + 1
+        name = f"{base}{k}"
+        self.taken.add(name)
+        return name
+
+
 def name_nodes(model: ir.Model) -> None:
     """Give every node of every graph a stable unique name (exclusion and reports are by name)."""
     seen: set[str] = set()

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
-from modelcrunch.passes._ir import REDUCE_AXES_INPUT_OPSET, register_array
+from modelcrunch.passes._ir import REDUCE_AXES_INPUT_OPSET, FreshNames, register_array
 
 logger = logging.getLogger(__name__)
 
@@ -365,6 +365,7 @@ def clamp_masked_softmax(model: ir.Model) -> int:
         return 0
     floor = None
     axes: dict[int, ir.Value] = {}  # one initializer per reduced axis, shared by the Softmaxes
+    names = FreshNames(model)
     clamped = 0
     for softmax in list(graph):
         x = softmax.inputs[0] if softmax.op_type == "Softmax" and softmax.inputs else None
@@ -373,21 +374,23 @@ def clamp_masked_softmax(model: ir.Model) -> int:
             continue
         if floor is None:
             floor = register_array(
-                graph, _fresh_name(graph, "softmax_floor"), np.array(SOFTMAX_FLOOR, np.float32)
+                graph, names("softmax_floor", numbered=False), np.array(SOFTMAX_FLOOR, np.float32)
             )
         axis = softmax.attributes.get_int("axis", -1)
-        name = softmax.name or f"softmax_{clamped}"
+        name = softmax.name or "softmax"
         if opset >= REDUCE_AXES_INPUT_OPSET:
             if axis not in axes:
                 axes[axis] = register_array(
-                    graph, _fresh_name(graph, f"softmax_axes{axis}"), np.array([axis], np.int64)
+                    graph, names(f"softmax_axes{axis}", numbered=False), np.array([axis], np.int64)
                 )
-            peak = ir.node("ReduceMax", [x, axes[axis]], attributes={"keepdims": 1}, name=f"{name}_peak")
+            peak = ir.node("ReduceMax", [x, axes[axis]], attributes={"keepdims": 1})
         else:
-            peak = ir.node("ReduceMax", [x], attributes={"axes": [axis], "keepdims": 1}, name=f"{name}_peak")
-        low = ir.node("Sub", [peak.outputs[0], floor], name=f"{name}_floor")
-        clamp = ir.node("Max", [x, low.outputs[0]], name=f"{name}_clamp")
-        for node in (peak, low, clamp):
+            peak = ir.node("ReduceMax", [x], attributes={"axes": [axis], "keepdims": 1})
+        low = ir.node("Sub", [peak.outputs[0], floor])
+        clamp = ir.node("Max", [x, low.outputs[0]])
+        for node, role in ((peak, "peak"), (low, "floor"), (clamp, "clamp")):
+            node.name = names(f"{name}_{role}", numbered=False)
+            node.outputs[0].name = names(f"{name}_{role}_out", numbered=False)
             node.outputs[0].type = x.type
         clamp.outputs[0].shape = x.shape
         graph.insert_before(softmax, [peak, low, clamp])

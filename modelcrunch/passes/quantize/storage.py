@@ -46,7 +46,7 @@ from collections.abc import Mapping
 import numpy as np
 import onnx_ir as ir
 
-from modelcrunch.passes._ir import register_array
+from modelcrunch.passes._ir import FreshNames, register_array
 
 logger = logging.getLogger(__name__)
 
@@ -56,28 +56,6 @@ MIN_WEIGHT_ELEMENTS = 256
 #: Scales and biases stored as float16 from this many elements (a ``Cast`` node costs ~30 bytes).
 HALF_MIN_ELEMENTS = 32
 _HALF = np.finfo(np.float16)
-
-
-class _Names:
-    """Fresh short names (``q0``, ``s0``...) not used anywhere in the model, subgraphs included."""
-
-    def __init__(self, model: ir.Model) -> None:
-        self.taken: set[str] = set()
-        for graph in model.graphs():
-            self.taken.update(v.name for v in (*graph.inputs, *graph.initializers.values()) if v.name)
-            for node in graph:
-                self.taken.add(node.name or "")
-                self.taken.update(v.name for v in node.outputs if v.name)
-        self.count: dict[str, int] = {}
-
-    def __call__(self, stem: str) -> str:
-        k = self.count.get(stem, 0)
-        while f"{stem}{k}" in self.taken:
-            k += 1
-        self.count[stem] = k + 1
-        name = f"{stem}{k}"
-        self.taken.add(name)
-        return name
 
 
 def _fits_half(array: np.ndarray) -> bool:
@@ -101,7 +79,7 @@ def _half_rounded_up(scale: np.ndarray) -> np.ndarray:
 
 
 def _float_constant(
-    graph: ir.Graph, names: _Names, stem: str, array: np.ndarray, half: bool, anchor: list[ir.Node]
+    graph: ir.Graph, names: FreshNames, stem: str, array: np.ndarray, half: bool, anchor: list[ir.Node]
 ) -> ir.Value:
     """``array`` (float32) as a graph value: a float16 initializer + ``Cast`` to float (appended to
     ``anchor``; ONNX Runtime folds it at load) if ``half``, else a float32 initializer."""
@@ -155,7 +133,7 @@ def _gathered_rows(graph: ir.Graph, value: ir.Value, axis: int | None) -> bool:
 
 
 def _dequantize_rows(
-    graph: ir.Graph, gather: ir.Node, q_value: ir.Value, s_value: ir.Value, names: _Names
+    graph: ir.Graph, gather: ir.Node, q_value: ir.Value, s_value: ir.Value, names: FreshNames
 ) -> None:
     """``Gather(table)`` → ``Mul(Cast(Gather(table_int8)), scale)``: only the gathered rows are
     dequantized, at run time, so the fp32 table never exists (a folded Cast+Mul would hold it)."""
@@ -209,7 +187,7 @@ def storage_quantize(
     """
     quantized: list[str] = []
     halved = 0
-    names = _Names(model)
+    names = FreshNames(model)
     for graph in model.graphs():
         outputs = {id(v) for v in graph.outputs}
         inputs = {id(v) for v in graph.inputs}
