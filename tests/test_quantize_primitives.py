@@ -109,3 +109,37 @@ def test_report_groups_nodes_kept_float_for_one_reason(tmp_path):
     assert "... and 4 more (see --json)" in text and "Add ×3, Mul ×2" in text
     assert text.count("built from primitive ops") == 1
     assert "cosine ≥ 0.99" in text
+
+
+def test_excluding_a_layer_leaves_no_island_behind(tmp_path):
+    """--exclude (or the sensitivity analysis) making the only Conv float turns the Add and Mul after
+    it into an island: no Quantize/Dequantize pairs around them."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    inits = {
+        "w": rng.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.3,
+        "shift": rng.standard_normal((1, 8, 1, 1)).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+        helper.make_node("Add", ["c", "shift"], ["a"], name="add"),
+        helper.make_node("Mul", ["a", "c"], ["y"], name="mul"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8, 8, 8])],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    src = save_proto(model, tmp_path / "m.onnx")
+    calib = stacked_data(model, tmp_path / "calib.npz", n=16)
+
+    def quantize(exclude: tuple[str, ...]) -> onnx.ModelProto:
+        options = QuantizeOptions(mode=Mode.STATIC, bench=False, sensitivity=False, exclude=exclude)
+        return onnx.load(str(quantize_model(src, tmp_path / "q.onnx", options, calibration=calib).output))
+
+    assert [n for n in quantize(()).graph.node if n.op_type == "QuantizeLinear"]
+    assert not [n for n in quantize(("conv",)).graph.node if n.op_type == "QuantizeLinear"]
