@@ -55,7 +55,7 @@ def test_explicit_op_types_override_the_rule(tmp_path):
 
 def _head_proto() -> onnx.ModelProto:
     """Conv → Relu → ConvTranspose → Add(bias) → Relu → Sigmoid: PP-OCR det's head, in small."""
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper
 
     rng = np.random.default_rng(0)
     inits = {
@@ -71,11 +71,18 @@ def _head_proto() -> onnx.ModelProto:
         helper.make_node("Relu", ["tb"], ["tr"], name="up_relu"),
         helper.make_node("Sigmoid", ["tr"], ["y"], name="prob"),
     ]
+    return _small_model(nodes, inits, [1, 16, 16])
+
+
+def _small_model(nodes: list, inits: dict[str, np.ndarray], out_shape: list[int]) -> onnx.ModelProto:
+    """x[n, 3, 8, 8] → ``nodes`` → y[n, *out_shape], opset 13."""
+    from onnx import TensorProto, helper, numpy_helper
+
     graph = helper.make_graph(
         nodes,
-        "head",
+        "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 1, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", *out_shape])],
         [numpy_helper.from_array(v, k) for k, v in inits.items()],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
@@ -114,7 +121,7 @@ def test_report_groups_nodes_kept_float_for_one_reason(tmp_path):
 def test_excluding_a_layer_leaves_no_island_behind(tmp_path):
     """--exclude (or the sensitivity analysis) making the only Conv float turns the Add and Mul after
     it into an island: no Quantize/Dequantize pairs around them."""
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper
 
     rng = np.random.default_rng(1)
     inits = {
@@ -126,14 +133,7 @@ def test_excluding_a_layer_leaves_no_island_behind(tmp_path):
         helper.make_node("Add", ["c", "shift"], ["a"], name="add"),
         helper.make_node("Mul", ["a", "c"], ["y"], name="mul"),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8, 8, 8])],
-        [numpy_helper.from_array(v, k) for k, v in inits.items()],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model = _small_model(nodes, inits, [8, 8, 8])
     src = save_proto(model, tmp_path / "m.onnx")
     calib = stacked_data(model, tmp_path / "calib.npz", n=16)
 
