@@ -113,6 +113,24 @@ def test_shape_errors(mixed_session, tmp_path):
         synthesize_feeds(session, shapes={"ids": [1, 2], "x": [1, 5]})
 
 
+def test_explicit_shape_settles_a_fixed_leading_dim(tmp_path):
+    """A recurrent state [2, n, 4] (silero-vad's layout): its fixed 2 is no batch axis. --batch 1 alone
+    refuses it; an explicit --shape for the input is taken as given."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["state"], ["out"])],
+        "g",
+        [helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, "n", 4])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [2, "n", 4])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    session = make_session(save_proto(model, tmp_path / "s.onnx"))
+    with pytest.raises(ModelcrunchError, match="fixed batch dim of 2"):
+        synthesize_feeds(session, batch=1)
+    assert synthesize_feeds(session, shapes={"state": [2, 1, 4]}, batch=1)["state"].shape == (2, 1, 4)
+
+
 def test_check_feed(mixed_session):
     session, _ = mixed_session
     good = synthesize_feeds(session, shapes={"ids": [2, 5]})

@@ -9,7 +9,8 @@ Synthesis is dtype-aware and seeded:
 * bool: fair coin flips.
 
 Dims: ``shapes`` overrides an input's dims (``"?"`` keeps the model's dim); ``batch`` sets a
-symbolic leading dim; a symbolic dim named like one already fixed takes the same value (e.g.
+symbolic leading dim, and a fixed one must equal it unless ``shapes`` gives that input's leading
+dim (a recurrent state's fixed ``[2, n, 128]`` is no batch axis); a symbolic dim named like one already fixed takes the same value (e.g.
 ``seq`` shared by ``input_ids`` and ``attention_mask``); a symbolic leading dim with no batch
 given is 1. Any other symbolic dim left open is an error that says which ``--shape`` fixes it.
 """
@@ -81,7 +82,8 @@ def resolve_shape(
                 symbols.setdefault(old, int(new))
             dims[i] = int(new)
     original = list(node_arg.shape)
-    if batch is not None and dims:
+    if batch is not None and dims and not (override is not None and override[0] != "?"):
+        # an explicit --shape for this input settles its first dim (validated above)
         if isinstance(original[0], int) and original[0] > 0:
             if original[0] != batch:
                 raise ModelcrunchError(
