@@ -7,7 +7,8 @@ Two layouts:
   labels (e.g. ``label`` with shape ``[N]``). Every array must have the same leading length.
 * **A folder of ``.npz`` files**, one sample each (sorted by file name), for inputs whose shapes
   vary from sample to sample. Each file's input arrays are fed as stored (keep the batch axis of
-  1, e.g. ``[1, 3, 480, 640]``); its label arrays are concatenated across files.
+  1, e.g. ``[1, 3, 480, 640]``; a scalar feeds a rank-0 input, such as silero-vad's sample rate,
+  which the stacked layout cannot hold); its label arrays are concatenated across files.
 
 Arrays are read with ``np.load(allow_pickle=False)``: object/pickled arrays are refused.
 Which keys are inputs: the model's input names when given (``input_names``); otherwise every key
@@ -170,11 +171,6 @@ def _load_folder(path: Path, input_names: Iterable[str] | None) -> Dataset:
             raise ModelcrunchError(
                 f"{file}: arrays {sorted(inputs)} differ from the first file's {sorted(names)}"
             )
-        for key, arr in inputs.items():
-            if arr.ndim == 0:
-                raise ModelcrunchError(
-                    f"{file}: array '{key}' is a scalar; keep the batch axis (shape [1, ...])"
-                )
         samples.append({n: inputs[n] for n in names})
         for key, arr in labels.items():
             label_parts.setdefault(key, []).append(np.atleast_1d(arr))

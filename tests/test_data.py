@@ -88,6 +88,16 @@ def test_scalar_and_empty(tmp_path):
     assert "zero samples" in _error(tmp_path / "e.npz", ["input"])
 
 
+def test_folder_feeds_scalar_inputs_as_scalars(tmp_path):
+    """A rank-0 model input (silero-vad's sample rate): only the folder layout holds it."""
+    folder = tmp_path / "samples"
+    folder.mkdir()
+    for i in range(2):
+        np.savez(folder / f"{i}.npz", audio=np.zeros((1, 512), np.float32), sr=np.array(16000, np.int64))
+    ds = load_dataset(folder, ["audio", "sr"])
+    assert [s["sr"].shape for s in ds.samples] == [(), ()] and ds.samples[0]["audio"].shape == (1, 512)
+
+
 def test_folder_errors(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()

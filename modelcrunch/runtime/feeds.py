@@ -10,9 +10,10 @@ Synthesis is dtype-aware and seeded:
 
 Dims: ``shapes`` overrides an input's dims (``"?"`` keeps the model's dim); ``batch`` sets a
 symbolic leading dim, and a fixed one must equal it unless ``shapes`` gives that input's leading
-dim (a recurrent state's fixed ``[2, n, 128]`` is no batch axis); a symbolic dim named like one already fixed takes the same value (e.g.
-``seq`` shared by ``input_ids`` and ``attention_mask``); a symbolic leading dim with no batch
-given is 1. Any other symbolic dim left open is an error that says which ``--shape`` fixes it.
+dim (a recurrent state's fixed ``[2, n, 128]`` is no batch axis); a symbolic dim named like one
+already fixed takes the same value (e.g. ``seq`` shared by ``input_ids`` and ``attention_mask``);
+a symbolic leading dim with no batch given is 1. Any other symbolic dim left open is an error that
+says which ``--shape`` fixes it.
 """
 
 from __future__ import annotations

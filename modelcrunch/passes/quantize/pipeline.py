@@ -233,7 +233,7 @@ def _excluded_nodes(
             quantized.append(name)
         elif name in built.excluded:
             excluded.append(ExcludedNode(name, op_type, built.excluded[name]))
-        elif name in floats and owner is not None:
+        elif name in floats and owner is not None and built.mode not in SUBGRAPH_MODES:
             excluded.append(
                 ExcludedNode(
                     name,
@@ -254,6 +254,11 @@ def _excluded_nodes(
         if name not in listed
     ]
     return quantized, excluded
+
+
+#: Modes that quantize inside If/Loop bodies too (``storage.py``; ORT's ``quantize_dynamic``): a
+#: float node there is float for the same reasons as in the main graph.
+SUBGRAPH_MODES = frozenset({Mode.STORAGE, Mode.DYNAMIC})
 
 
 def _why_float(mode: Mode, op_type: str) -> str:
