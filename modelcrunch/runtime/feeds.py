@@ -83,10 +83,10 @@ def resolve_shape(
                 symbols.setdefault(old, int(new))
             dims[i] = int(new)
     original = list(node_arg.shape)
-    if batch is not None and dims and not (override is not None and override[0] != "?"):
-        # an explicit --shape for this input settles its first dim (validated above)
+    if batch is not None and dims:
         if isinstance(original[0], int) and original[0] > 0:
-            if original[0] != batch:
+            # a fixed leading dim the user's --shape for this input restates is no batch axis
+            if original[0] != batch and (override is None or override[0] == "?"):
                 raise ModelcrunchError(
                     f"input '{node_arg.name}' has a fixed batch dim of {original[0]}; "
                     f"cannot run it with batch {batch}"
