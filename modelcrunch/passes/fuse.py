@@ -122,11 +122,13 @@ def _conv_params(node: ir.Node) -> tuple[np.ndarray, np.ndarray] | None:
     return None if bias is None else (weight, bias)
 
 
-def _set_conv_params(graph: ir.Graph, conv: ir.Node, weight: np.ndarray, bias: np.ndarray) -> None:
+def _set_conv_params(
+    graph: ir.Graph, conv: ir.Node, weight: np.ndarray, bias: np.ndarray, names: FreshNames
+) -> None:
     """New initializers for the Conv's weight and bias (the old ones may be shared)."""
     olds = [conv.inputs[1], conv.inputs[2] if len(conv.inputs) > 2 else None]
     for index, array in ((1, weight), (2, bias)):
-        name = _fresh_name(graph, f"{conv.name or conv.op_type}_{'W' if index == 1 else 'B'}_folded")
+        name = names(f"{conv.name or conv.op_type}_{'W' if index == 1 else 'B'}_folded", numbered=False)
         value = register_array(graph, name, array.astype(olds[0].const_value.dtype.numpy()))
         if index < len(conv.inputs):
             conv.replace_input_with(index, value)
@@ -135,14 +137,6 @@ def _set_conv_params(graph: ir.Graph, conv: ir.Node, weight: np.ndarray, bias: n
             conv.replace_input_with(2, value)
     for old in olds:
         _drop_if_unused(graph, old)
-
-
-def _fresh_name(graph: ir.Graph, base: str) -> str:
-    name, n = base, 0
-    while name in graph.initializers:
-        n += 1
-        name = f"{base}{n}"
-    return name
 
 
 def _drop_if_unused(graph: ir.Graph, value: ir.Value | None) -> None:
@@ -175,6 +169,7 @@ def _remove(graph: ir.Graph, nodes: list[ir.Node]) -> None:
 def fold_conv_output_affine(model: ir.Model) -> int:
     """Fold ``Mul``/``Add``/``Sub``/``Div`` by constants after a Conv into its weight and bias."""
     graph = model.graph
+    names = FreshNames(model)
     folded = 0
     for conv in list(graph):
         while True:
@@ -193,7 +188,7 @@ def fold_conv_output_affine(model: ir.Model) -> int:
                 bias = bias * vector
             else:
                 bias = bias + vector
-            _set_conv_params(graph, conv, weight, bias)
+            _set_conv_params(graph, conv, weight, bias, names)
             _take_place(graph, user.outputs[0], out)
             _remove(graph, [user])
             folded += 1
@@ -211,6 +206,7 @@ def _unpadded(conv: ir.Node) -> bool:
 def fold_conv_input_affine(model: ir.Model) -> int:
     """Fold a chain of ``Mul``/``Add``/``Sub``/``Div`` by constants before an unpadded Conv into it."""
     graph = model.graph
+    names = FreshNames(model)
     folded = 0
     for conv in list(graph):
         params = _conv_params(conv)
@@ -244,7 +240,7 @@ def fold_conv_input_affine(model: ir.Model) -> int:
         taps = (1, -1, *([1] * (weight.ndim - 2)))
         new_bias = bias + (weight * shift.reshape(taps)).reshape(weight.shape[0], -1).sum(axis=1)
         new_weight = weight * scale.reshape(taps)
-        _set_conv_params(graph, conv, new_weight, new_bias)
+        _set_conv_params(graph, conv, new_weight, new_bias, names)
         conv.replace_input_with(0, value)
         _remove(graph, [node for node, _, _ in chain])
         folded += len(chain)
@@ -305,6 +301,7 @@ def fuse_hard_swish(model: ir.Model) -> int:
     """Replace ``x · clip(x + 3, 0, 6) / 6`` by ``HardSwish`` (opset ≥ 14) or ``x · HardSigmoid(x)``."""
     graph = model.graph
     opset = model.opset_imports.get("", 1)
+    names = FreshNames(model)
     fused = 0
     for add in list(graph):
         if add.op_type != "Add":
@@ -317,7 +314,8 @@ def fuse_hard_swish(model: ir.Model) -> int:
         if opset >= 14:
             new = [ir.node("HardSwish", [x], name=name)]
         else:
-            gate = ir.node("HardSigmoid", [x], attributes={"alpha": 1 / 6, "beta": 0.5}, name=f"{name}_gate")
+            gate_name = names(f"{name}_gate", numbered=False)
+            gate = ir.node("HardSigmoid", [x], attributes={"alpha": 1 / 6, "beta": 0.5}, name=gate_name)
             new = [gate, ir.node("Mul", [x, gate.outputs[0]], name=name)]
         for node in new:  # same type and shape as x: quantizers only touch tensors typed float
             node.outputs[0].type, node.outputs[0].shape = x.type, x.shape

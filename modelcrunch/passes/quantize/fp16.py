@@ -35,12 +35,12 @@ shrinks files 2x but is a GPU speed feature.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 import onnx_ir as ir
 from onnx_ir.passes.common import ShapeInferencePass
 
-from modelcrunch.passes._ir import name_nodes
+from modelcrunch.passes._ir import FreshNames, name_nodes
 from modelcrunch.passes.quantize.config import WEIGHTED_OP_TYPES
 from modelcrunch.passes.quantize.storage import MIN_ELEMENTS
 
@@ -148,13 +148,6 @@ def half_layers(model: ir.Model, dtype: ir.DataType = FLOAT16) -> list[str]:
     ]
 
 
-def _value_names(model: ir.Model) -> Iterable[str]:
-    for graph in model.graphs():
-        yield from (v.name for v in graph.inputs if v.name)
-        yield from graph.initializers
-        yield from (o.name for node in graph for o in node.outputs if o.name)
-
-
 class _Converter:
     """One conversion: which values hold the half type now, and the Casts made so far (per graph:
     a Cast made inside one body cannot serve another)."""
@@ -164,7 +157,7 @@ class _Converter:
         self.converted: set[int] = set()  # ids of values now in the half type
         self.stored: list[str] = []  # initializers now in the half type
         self.casts: dict[tuple[int, int, ir.DataType], ir.Value] = {}
-        self.names = set(_value_names(model))
+        self.names = FreshNames(model)
 
     def run(self) -> None:
         for graph in self.model.graphs():
@@ -232,7 +225,7 @@ class _Converter:
             cast = self._cast(out, FLOAT)
             if graph is self.model.graph:  # the model's outputs keep their names
                 name = out.name
-                out.name = self._fresh(f"{name}_{_SUFFIX[self.half]}")
+                out.name = self.names(f"{name}_{_SUFFIX[self.half]}", numbered=False)
                 cast.outputs[0].name = name
             graph.append(cast)
             graph.outputs[j] = cast.outputs[0]
@@ -250,16 +243,8 @@ class _Converter:
                     "value", ir.tensor(tensor.numpy().astype(self.half.numpy()))
                 )
 
-    def _fresh(self, name: str) -> str:
-        candidate, n = name, 0
-        while candidate in self.names:
-            n += 1
-            candidate = f"{name}_{n}"
-        self.names.add(candidate)
-        return candidate
-
     def _cast(self, value: ir.Value, to: ir.DataType) -> ir.Node:
-        name = self._fresh(f"{value.name}_{_SUFFIX[to]}")
+        name = self.names(f"{value.name}_{_SUFFIX[to]}", numbered=False)
         node = ir.node("Cast", [value], attributes={"to": to}, name=f"{name}{_CAST_MARK}")
         node.outputs[0].name = name
         node.outputs[0].type = ir.TensorType(to)
