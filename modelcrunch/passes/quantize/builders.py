@@ -201,10 +201,11 @@ def mode_build(ws: Workspace, mode: Mode) -> ModeBuild:
 
         def build(only: Sequence[str] | None, exclude: Sequence[str]) -> Path:
             out = ws.new_path(mode.value)
-            if mode is Mode.STATIC and not options.op_types and set(exclude) - set(kept):
+            floats = set(exclude)
+            if mode is Mode.STATIC and not options.op_types and floats - set(kept):
                 # a layer made float (--exclude, the sensitivity analysis) can leave its neighbours an island
-                islands = float_islands(prepared, op_types, floats=set(exclude))
-                exclude = [*exclude, *(n for n in islands if n not in set(exclude))]
+                islands = float_islands(prepared, op_types, floats)
+                exclude = [*exclude, *(n for n in islands if n not in floats)]
             if mode is Mode.STATIC:
                 quantize_static_model(
                     prep.path,
