@@ -259,3 +259,16 @@ def test_scalar_bool_input_is_synthesized_as_an_array(tmp_path):
         and feeds["cond"].shape == ()
     )
     session.run(None, feeds)
+
+
+def test_with_activations_yields_feed_and_intermediates_without_changing_the_model():
+    from modelcrunch.runtime.capture import with_activations
+
+    model = ir.serde.deserialize_model(mlp_proto())
+    feeds = [{"input": np.random.default_rng(i).random((2, 16)).astype(np.float32)} for i in range(3)]
+    captured = list(with_activations(model, ["r", "input"], feeds))
+    assert [sorted(v) for v in captured] == [["input", "r"]] * 3
+    for values, feed in zip(captured, feeds, strict=True):
+        assert values["input"] is feed["input"]  # graph inputs come from the feed
+        assert values["r"].shape == (2, 32) and values["r"].min() >= 0  # the Relu's output
+    assert [o.name for o in model.graph.outputs] == ["output"]

@@ -1,8 +1,8 @@
 """Input second moments ``G = Σ xᵀx`` of the layers to factorize, from calibration data.
 
 The main graph is copied with every needed activation added as a graph output and run batch by
-batch in ONNX Runtime; each batch's rows are folded into a float64 ``G`` and dropped, so memory is
-one batch of activations plus one ``G`` per layer. Rows are:
+batch in ONNX Runtime (``runtime/capture.py``); each batch's rows are folded into a float64 ``G``
+and dropped, so memory is one batch of activations plus one ``G`` per layer. Rows are:
 
 * MatMul/Gemm: the activation flattened to (rows, K) (transposed first for Gemm ``transA``).
 * Conv (2-D, group 1): the im2col patches (rows, C·kh·kw) at the conv's strides, pads (auto_pad
@@ -16,19 +16,16 @@ from __future__ import annotations
 
 import logging
 import math
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
-import onnx
 import onnx_ir as ir
 
 from modelcrunch.analysis.channels import attr_value
 from modelcrunch.data import Dataset
 from modelcrunch.passes.factorize.layers import Layer
 from modelcrunch.passes.im2col import im2col
-from modelcrunch.runtime.session import make_session
+from modelcrunch.runtime.capture import with_activations
 
 logger = logging.getLogger(__name__)
 
@@ -76,23 +73,12 @@ def collect_grams(
     if not layers:
         return {}
     graph_inputs = {v.name for v in model.graph.inputs}
-    wanted = sorted({layer.node.inputs[0].name for layer in layers} - graph_inputs)
-    proto = ir.to_proto(model)
-    present = {o.name for o in proto.graph.output}
-    for name in wanted:
-        if name not in present:
-            proto.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    names = {layer.node.inputs[0].name for layer in layers}
     grams = {layer.key: np.zeros((gram_width(layer),) * 2) for layer in layers}
     rng = np.random.default_rng(0)
-    with tempfile.TemporaryDirectory(prefix="modelcrunch-calib-") as tmp:
-        path = Path(tmp) / "calib.onnx"
-        onnx.save(proto, str(path), save_as_external_data=proto.ByteSize() > 1_800_000_000)
-        session = make_session(path, optimization="basic")
     total = math.ceil(len(dataset) / batch_size)
-    for step, feeds in enumerate(dataset.batches(batch_size), start=1):
-        feeds = {k: v for k, v in feeds.items() if k in graph_inputs}
-        outputs = session.run(wanted, feeds) if wanted else []
-        values = {**dict(zip(wanted, outputs, strict=True)), **feeds}
+    batches = ({k: v for k, v in feeds.items() if k in graph_inputs} for feeds in dataset.batches(batch_size))
+    for step, values in enumerate(with_activations(model, names, batches, optimization="basic"), start=1):
         for layer in layers:
             rows = _rows(layer, np.asarray(values[layer.node.inputs[0].name]), rng, max_rows)
             grams[layer.key] += rows.T @ rows

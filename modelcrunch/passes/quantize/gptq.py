@@ -31,12 +31,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import onnx
 import onnx_ir as ir
 
 from modelcrunch.analysis.channels import attr_value
 from modelcrunch.passes.im2col import im2col
 from modelcrunch.passes.quantize.storage import quantize_array
+from modelcrunch.runtime.capture import with_activations
 
 logger = logging.getLogger(__name__)
 
@@ -107,34 +107,16 @@ def layer_hessians(
     model: ir.Model, feeds: Sequence[dict[str, np.ndarray]], *, threads: int | None = None
 ) -> dict[str, tuple[_Layer, np.ndarray]]:
     """weight name → (layer, ``Σ x xᵀ``) for every layer GPTQ handles, on the float ``model``."""
-    import onnxruntime as ort
-
     layers = [layer for node in model.graph if (layer := _layer(node)) is not None]
     if not layers or not feeds:
         return {}
-    base = ir.to_proto(model)
-    known = {o.name for o in base.graph.output}
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
     rng = np.random.default_rng(0)
     found: dict[str, tuple[_Layer, np.ndarray]] = {}
     for start in range(0, len(layers), CHUNK):
         chunk = layers[start : start + CHUNK]
-        proto = onnx.ModelProto()
-        proto.CopyFrom(base)
-        wanted = sorted({layer.activation for layer in chunk} - set(feeds[0]))
-        proto.graph.output.extend(
-            onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
-            for name in wanted
-            if name not in known
-        )
-        session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
         sums: dict[str, np.ndarray | None] = {layer.weight: None for layer in chunk}
-        for feed in feeds[:SAMPLES]:
-            outputs = session.run(wanted, feed) if wanted else []  # run([]) would return every output
-            values = {**feed, **dict(zip(wanted, outputs, strict=True))}
+        names = {layer.activation for layer in chunk}
+        for values in with_activations(model, names, feeds[:SAMPLES], threads=threads):
             for layer in chunk:
                 sums[layer.weight] = _accumulate(layer, values[layer.activation], sums[layer.weight], rng)
         found.update({layer.weight: (layer, sums[layer.weight]) for layer in chunk})
