@@ -112,7 +112,6 @@ def run_case(
             calib.mkdir(exist_ok=True)
             for i, feed in enumerate(feeds):
                 np.savez(calib / f"{i:03d}.npz", **feed)
-            test = None
     task = Task.load(path, test)
     reference = first_outputs(path, task.samples, THREADS) if task else None
     for mode in modes:
