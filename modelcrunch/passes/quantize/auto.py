@@ -59,6 +59,9 @@ def choose(candidates: Sequence[Candidate]) -> tuple[int, str]:
             f"fastest candidate meeting the fidelity target ({candidates[best].latency_ratio:.2f}x latency "
             f"of the original)"
         )
+    if meeting and all(candidates[i].latency_ratio is None for i in meeting):
+        best = min(meeting, key=lambda i: candidates[i].size_bytes)
+        return best, "latency not measured (--no-bench); kept the smallest that meets the fidelity target"
     not_slower = [i for i in meeting if (candidates[i].latency_ratio or math.inf) <= NOT_SLOWER_BELOW]
     if not_slower:
         best = min(not_slower, key=lambda i: candidates[i].size_bytes)
