@@ -420,3 +420,27 @@ def hand_layernorm_proto() -> onnx.ModelProto:
         inits,
         13,
     )
+
+
+def probability_map_proto() -> onnx.ModelProto:
+    """input[batch,4,16,16] → Conv+Relu → Conv(→1) → Sigmoid → map[batch,1,16,16]: a text-detection
+    style probability map, read by thresholding."""
+    rng = np.random.default_rng(12)  # its own generator: the same model whichever tests ran first
+
+    def w(*shape: int, scale: float = 0.2) -> np.ndarray:
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+    inits = {"c1w": w(16, 4, 3, 3), "c1b": w(16), "c2w": w(1, 16, 3, 3, scale=0.3), "c2b": w(1)}
+    nodes = [
+        helper.make_node("Conv", ["input", "c1w", "c1b"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "c2w", "c2b"], ["logit"], pads=[1, 1, 1, 1], name="conv2"),
+        helper.make_node("Sigmoid", ["logit"], ["map"], name="sigmoid"),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 4, 16, 16])],
+        [helper.make_tensor_value_info("map", TensorProto.FLOAT, ["batch", 1, 16, 16])],
+        inits,
+        17,
+    )

@@ -453,6 +453,7 @@ def test_cli_json_stays_parseable_with_histogram_calibration(mm, tmp_path, metho
         ["--method", "median"],
         ["--max-drop", "-1"],
         ["--min-top1-agreement", "1.5"],
+        ["--min-mask-iou", "-0.5"],
     ],
 )
 def test_cli_bad_options_exit_2(mm, tmp_path, bad):

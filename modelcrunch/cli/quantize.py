@@ -90,6 +90,10 @@ def quantize_cmd(
         float | None,
         typer.Option(help="Gate: share of argmaxes over the last axis that agree (classes, CTC steps)."),
     ] = None,
+    min_mask_iou: Annotated[
+        float | None,
+        typer.Option(help="Gate: IoU of the > 0.5 masks of probability maps (segmentation, text detection)."),
+    ] = None,
     require_faster: Annotated[bool, typer.Option(help="Fail (exit 3) unless the result is faster.")] = False,
     sensitivity: Annotated[bool, typer.Option(help="Keep the worst layers float to meet the target.")] = True,
     gptq: Annotated[
@@ -140,6 +144,7 @@ def quantize_cmd(
         max_drop=max_drop,
         max_channel_error=max_channel_error,
         min_top1_agreement=min_top1_agreement,
+        min_mask_iou=min_mask_iou,
         require_faster=require_faster,
         sensitivity=sensitivity,
         gptq=gptq,

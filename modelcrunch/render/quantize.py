@@ -30,10 +30,12 @@ def summary_table(report: QuantizeReport) -> Table:
     fidelity = report.fidelity or {}
     for output in fidelity.get("outputs", []):
         top1 = output.get("top1_agreement")
+        mask = output.get("mask_iou") if _mask_read(report.target, output["name"]) else None
         table.add_row(
             f"fidelity [{output['name']}]",
             f"cosine {_num(output['cosine'])}  rel-L2 {_num(output['rel_l2'])}"
-            + (f"  top-1 agreement {top1:.1%}" if top1 is not None else ""),
+            + (f"  top-1 agreement {top1:.1%}" if top1 is not None else "")
+            + (f"  mask IoU {mask:.4f}" if mask is not None else ""),
         )
     if fidelity.get("accuracy_reference") is not None:
         table.add_row(
@@ -62,10 +64,18 @@ def summary_table(report: QuantizeReport) -> Table:
     return table
 
 
+def _mask_read(target: dict, name: str) -> bool:
+    """Whether the mask-IoU target reads output ``name`` (the default names its maps; a given one: all)."""
+    maps = target.get("mask_outputs")
+    return bool(target.get("min_mask_iou")) and (maps is None or name in maps)
+
+
 def _target(target: dict) -> str:
     parts = [f"cosine ≥ {target['min_cosine']}"]
     if target.get("min_top1_agreement"):
         parts.append(f"top-1 agreement ≥ {target['min_top1_agreement']:.1%}")
+    if target.get("min_mask_iou"):
+        parts.append(f"mask IoU ≥ {target['min_mask_iou']}")
     if target.get("max_channel_error") is not None:
         parts.append(f"channel error ≤ {target['max_channel_error']}")
     if target.get("max_drop") is not None:

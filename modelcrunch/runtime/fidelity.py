@@ -9,6 +9,9 @@ float64, sums over every element of every batch):
 * ``snr_db``   = 10 log10(||r||^2 / ||d||^2)              (+inf when identical)
 * ``top1_agreement`` = share of rows whose argmax over the last axis agrees, for
   classifier-shaped outputs (float, rank >= 2, last axis > 1); None otherwise.
+* ``mask_iou`` = |R & C| / |R | C| with ``R = r > 0.5``, ``C = c > 0.5``: how segmentation and
+  text-detection maps are scored, for outputs whose reference values all lie in [0, 1]
+  (probabilities); None otherwise, and 1 when neither mask has a pixel.
 
 Accuracy (with labels): argmax over the last axis of the first output (or the one named) against
 the labels, flattened. Where either output holds NaN/inf, ``nonfinite`` counts those elements and
@@ -41,6 +44,7 @@ class OutputFidelity:
     snr_db: float
     top1_agreement: float | None
     nonfinite: int = 0  # NaN/inf elements in either output: every other figure is then NaN
+    mask_iou: float | None = None  # IoU of the > 0.5 masks, for probability outputs
 
     @property
     def exact(self) -> bool:
@@ -54,6 +58,7 @@ class OutputFidelity:
             "cosine": finite_or_none(self.cosine),
             "snr_db": finite_or_none(self.snr_db),  # null when identical (+inf) or non-finite
             "top1_agreement": self.top1_agreement,
+            "mask_iou": self.mask_iou,
             "exact": self.exact,
             "nonfinite": self.nonfinite,
         }
@@ -81,6 +86,13 @@ class Fidelity:
             o.top1_agreement
             for o in self.outputs
             if o.top1_agreement is not None and (names is None or o.name in names)
+        ]
+        return min(values) if values else None
+
+    def worst_mask_iou_of(self, names: Collection[str] | None) -> float | None:
+        """Worst mask IoU over the named outputs (None: every probability output)."""
+        values = [
+            o.mask_iou for o in self.outputs if o.mask_iou is not None and (names is None or o.name in names)
         ]
         return min(values) if values else None
 
@@ -120,6 +132,8 @@ class _OutputStats:
         self.agree = self.rows = 0
         self.nonfinite = 0  # elements where either model produced NaN/inf
         self.classifier = True
+        self.probability = True  # every reference value so far lies in [0, 1]
+        self.mask_inter = self.mask_union = 0
 
     def update(self, ref: np.ndarray, cand: np.ndarray) -> None:
         if ref.shape != cand.shape:
@@ -141,12 +155,22 @@ class _OutputStats:
             self.rows += int(np.prod(ref.shape[:-1]))
         else:
             self.classifier = False
+        if self.probability:
+            if ref.dtype.kind == "f" and ref.size and float(np.min(ref)) >= 0.0 and float(np.max(ref)) <= 1.0:
+                r_mask, c_mask = ref > 0.5, cand > 0.5
+                self.mask_inter += int(np.count_nonzero(r_mask & c_mask))
+                self.mask_union += int(np.count_nonzero(r_mask | c_mask))
+            else:
+                self.probability = False
 
     def result(self) -> OutputFidelity:
         top1 = self.agree / self.rows if self.classifier and self.rows else None
+        mask_iou = None
+        if self.probability:
+            mask_iou = self.mask_inter / self.mask_union if self.mask_union else 1.0
         if self.nonfinite:
             nan = math.nan
-            return OutputFidelity(self.name, nan, nan, nan, nan, top1, self.nonfinite)
+            return OutputFidelity(self.name, nan, nan, nan, nan, top1, self.nonfinite, mask_iou)
         identical = self.diff_sq == 0.0 and not math.isnan(self.max_abs)
         ref_norm, cand_norm = math.sqrt(self.ref_sq), math.sqrt(self.cand_sq)
         if identical:
@@ -155,7 +179,7 @@ class _OutputStats:
             rel_l2 = math.sqrt(self.diff_sq) / ref_norm if ref_norm > 0 else math.inf
             cosine = self.dot / (ref_norm * cand_norm) if ref_norm > 0 and cand_norm > 0 else 0.0
             snr = 10 * math.log10(self.ref_sq / self.diff_sq) if self.ref_sq > 0 else -math.inf
-        return OutputFidelity(self.name, self.max_abs, rel_l2, cosine, snr, top1)
+        return OutputFidelity(self.name, self.max_abs, rel_l2, cosine, snr, top1, mask_iou=mask_iou)
 
 
 def _named(outputs: Outputs, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:

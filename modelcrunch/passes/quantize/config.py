@@ -77,6 +77,8 @@ class QuantizeOptions:
     max_channel_error: float | None = None  # gate: worst output-channel error / that channel's scale
     min_top1_agreement: float | None = None  # gate: argmax agreement over the last axis (classes, CTC steps)
     top1_outputs: tuple[str, ...] | None = None  # outputs the top-1 gate reads (None: every one with classes)
+    min_mask_iou: float | None = None  # gate: IoU of the > 0.5 masks of probability maps
+    mask_outputs: tuple[str, ...] | None = None  # outputs the mask gate reads (None: every probability one)
     require_faster: bool = False
     sensitivity: bool = True  # keep the worst layers in float until the target is met
     gptq: bool = True  # storage: GPTQ error-compensating rounding from the calibration data (``gptq.py``)
@@ -111,6 +113,8 @@ class QuantizeOptions:
             raise ModelcrunchError(f"--max-drop {self.max_drop}: must be within [0, 100] points")
         if self.min_top1_agreement is not None and not 0.0 <= self.min_top1_agreement <= 1.0:
             raise ModelcrunchError(f"--min-top1-agreement {self.min_top1_agreement}: must be within [0, 1]")
+        if self.min_mask_iou is not None and not 0.0 <= self.min_mask_iou <= 1.0:
+            raise ModelcrunchError(f"--min-mask-iou {self.min_mask_iou}: must be within [0, 1]")
         if self.max_channel_error is not None and not self.max_channel_error > 0:
             raise ModelcrunchError(f"--max-channel-error {self.max_channel_error}: must be > 0")
         if self.max_calibration_samples < 1 or self.max_eval_samples < 1:

@@ -13,7 +13,7 @@ import logging
 import math
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -45,14 +45,22 @@ from modelcrunch.passes.quantize.report import (
     still_float,
     weighted_nodes,
 )  # fmt: skip
-from modelcrunch.passes.quantize.sensitivity import GuardResult, Score, guard
+from modelcrunch.passes.quantize.sensitivity import (
+    Build,
+    GuardResult,
+    Score,
+    float_limit,
+    guard,
+    keep_worst_float,
+    smallest_count,
+)
 from modelcrunch.passes.quantize.storage import MIN_ELEMENTS, MIN_WEIGHT_ELEMENTS
 from modelcrunch.passes.quantize.targets import (
     has_classifier_output,
     measured_text,
     meets,
     target_text,
-    with_default_top1,
+    with_default_targets,
 )
 from modelcrunch.runtime.fidelity import Fidelity, finite_or_none, measure_fidelity
 from modelcrunch.runtime.session import make_session
@@ -146,6 +154,8 @@ class _Judge:
             channel_weight=0.0 if options.max_channel_error is None else 0.01,
             top1_weight=0.0 if options.min_top1_agreement is None else 1.0,
             top1_outputs=options.top1_outputs,
+            mask_weight=0.0 if options.min_mask_iou is None else 1.0,
+            mask_outputs=options.mask_outputs,
         )
 
 
@@ -163,19 +173,20 @@ def _build_mode(ws: Workspace, mode: Mode, judge: _Judge, on_progress: Progress)
     kept = {n: reason for n, reason in spec.kept.items() if n not in set(user)}
     fixed = [*user, *kept]
     layers = [n for n in spec.layers if n not in set(fixed)] if options.sensitivity else []
+    search = _Search(spec.build, measure, lambda f: meets(options, f), fixed, target_text(options))
     result = guard(
         layers,
-        spec.build,
-        measure,
+        search.build,
+        search.measure,
         probe,
-        lambda f: meets(options, f),
-        base_exclude=fixed,
-        target=target_text(options),
+        search.meets,
+        base_exclude=search.fixed,
+        target=search.target,
         on_progress=on_progress,
     )
     notes = list(spec.notes)
     if spec.compactable and options.compact:
-        result = _compact(ws, result, user, measure, lambda f: meets(options, f), notes)
+        result = _compact(ws, result, search, user, notes)
     met = result.met
     per_token = per_token_nodes(result.path) if mode is Mode.DYNAMIC and options.per_token else set()
     if per_token:
@@ -197,30 +208,63 @@ def _build_mode(ws: Workspace, mode: Mode, judge: _Judge, on_progress: Progress)
     )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class _Search:
+    """What the sensitivity analysis searched with, for ``_compact`` to search on."""
+
+    build: Build
+    measure: Callable[[Path], Score]
+    meets: Callable[[Score], bool]
+    fixed: list[str]  # kept float by the user and the rules
+    target: str
+
+
 def _compact(
-    ws: Workspace,
-    result: GuardResult,
-    user: list[str],
-    measure: Callable[[Path], Score],
-    meets: Callable[[Score], bool],
-    notes: list[str],
+    ws: Workspace, result: GuardResult, search: _Search, user: list[str], notes: list[str]
 ) -> GuardResult:
     """``--compact`` for the layers the sensitivity analysis kept float: their weights too are
-    stored as int8 (``compact_copy``) if the result still meets the target. (Every other float
-    weight was already, in the candidate the analysis measured.) The user's --exclude stay exact."""
-    if not any(n not in set(user) for n in result.excluded) or not result.met:
+    stored as int8 (``compact_copy``) where the result still meets the target. (Every other float
+    weight was already, in the candidate the analysis measured.) The user's --exclude stay exact.
+
+    When the analysis's result meets the target with no margin, int8 weights for its float layers
+    miss it: then more of the worst layers are kept float, all stored as int8, as few more as meet
+    the target (``smallest_count`` over the same ranking). That trades a little speed for size,
+    the point of quantizing; if no count meets it, the float layers keep their exact weights."""
+    if not result.excluded or not result.met:
         return result
     path = compact_copy(ws, result.path, user)
     if path is None:
         return result
-    score = measure(path)
-    if not meets(score):
+    score = search.measure(path)
+    if search.meets(score):
+        notes.append("--compact: the weights of the layers kept float are stored as int8 too")
+        return replace(result, path=path, score=score)
+
+    def compacted(only: Sequence[str] | None, exclude: Sequence[str]) -> Path:
+        built = search.build(only, exclude)
+        return compact_copy(ws, built, user) or built
+
+    tried: dict[int, GuardResult] = {}
+
+    def attempt(extra: int) -> GuardResult:
+        if extra not in tried:
+            tried[extra] = keep_worst_float(
+                result.ranking, result.floats + extra, compacted, search.measure, search.meets,
+                base_exclude=search.fixed, target=search.target,
+            )  # fmt: skip
+        return tried[extra]
+
+    extra = smallest_count(float_limit(result.ranking) - result.floats, lambda n: attempt(n).met)
+    if extra is None:
         notes.append(
             "--compact: the weights of the layers kept float stay exact (int8 storage missed the target)"
         )
         return result
-    notes.append("--compact: the weights of the layers kept float are stored as int8 too")
-    return replace(result, path=path, score=score)
+    notes.append(
+        f"--compact: the weights of the layers kept float are stored as int8 too; {extra} more "
+        f"sensitive group{'s' * (extra > 1)} kept float to meet the target with them"
+    )
+    return tried[extra]
 
 
 def _excluded_nodes(
@@ -331,10 +375,11 @@ def quantize_model(
         options.min_cosine,
         options.max_drop,
         options.min_top1_agreement or None,
+        options.min_mask_iou or None,
         options.max_channel_error,
     )
     gated = any(g is not None for g in gates)  # a target the user gave fails the run when missed
-    options = with_default_top1(options, model)
+    options = with_default_targets(options, model)
     warnings: list[str] = []
     with tempfile.TemporaryDirectory(prefix="modelcrunch-quantize-") as tmp:
         work = Path(tmp)
@@ -474,6 +519,8 @@ def quantize_model(
             "max_channel_error": options.max_channel_error,
             "min_top1_agreement": options.min_top1_agreement,
             "top1_outputs": list(options.top1_outputs) if options.top1_outputs is not None else None,
+            "min_mask_iou": options.min_mask_iou,
+            "mask_outputs": list(options.mask_outputs) if options.mask_outputs is not None else None,
             "met": chosen.met,
         },
         preprocessing=prep_notes,

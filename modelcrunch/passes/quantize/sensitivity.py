@@ -3,7 +3,8 @@
 Per-layer error is measured by quantizing one layer (or one group of consecutive layers) at a time
 and comparing the model's outputs with the original on a few evaluation samples:
 ``loss(g) = 1 - worst output cosine`` of the model with only ``g`` quantized (with
-``--max-channel-error``, also ``0.01 x`` the worst per-channel error of ``channels.py``).
+``--max-channel-error``, also ``0.01 x`` the worst per-channel error of ``channels.py``; with a
+top-1 or mask-IoU target, also the top-1 disagreement or ``1 - mask IoU``).
 One candidate model exists at a time, so memory is bounded by a single model plus its outputs —
 no intermediate tensor is ever marked as an output. At most ``MAX_PROBES`` probes run: with more
 layers, consecutive layers (in graph order) are grouped. Layers are then kept float worst-first,
@@ -45,21 +46,28 @@ class Score:
     channel_weight: float = 0.0  # 0.01 when the channel-error gate is on, so it ranks layers too
     top1_weight: float = 0.0  # 1 when the top-1 agreement gate is on
     top1_outputs: tuple[str, ...] | None = None  # the outputs it reads (None: all)
+    mask_weight: float = 0.0  # 1 when the mask-IoU gate is on
+    mask_outputs: tuple[str, ...] | None = None  # the outputs it reads (None: all probability ones)
 
     @property
     def loss(self) -> float:
-        """One number to rank by: cosine loss, or the (weighted) channel error or top-1 disagreement."""
+        """One number to rank by: cosine loss, or the (weighted) channel error, top-1 disagreement
+        or mask-IoU loss."""
         cosine = self.fidelity.worst_cosine
         if not math.isfinite(cosine) or not math.isfinite(self.channel_error):
             return math.inf
         top1 = self.fidelity.worst_top1_agreement_of(self.top1_outputs)
         disagreement = 0.0 if top1 is None else self.top1_weight * (1.0 - top1)
-        return max(1.0 - cosine, self.channel_weight * self.channel_error, disagreement)
+        mask = self.fidelity.worst_mask_iou_of(self.mask_outputs)
+        mask_loss = 0.0 if mask is None else self.mask_weight * (1.0 - mask)
+        return max(1.0 - cosine, self.channel_weight * self.channel_error, disagreement, mask_loss)
 
     def describe(self) -> str:
         text = f"output cosine {self.fidelity.worst_cosine:.4f}, worst channel error {self.channel_error:.2f}"
         top1 = self.fidelity.worst_top1_agreement_of(self.top1_outputs)
-        return text + (f", top-1 agreement {top1:.2%}" if self.top1_weight and top1 is not None else "")
+        text += f", top-1 agreement {top1:.2%}" if self.top1_weight and top1 is not None else ""
+        mask = self.fidelity.worst_mask_iou_of(self.mask_outputs)
+        return text + (f", mask IoU {mask:.4f}" if self.mask_weight and mask is not None else "")
 
 
 #: build(nodes_to_quantize or None for all, nodes_to_exclude) -> path of the candidate model
@@ -102,6 +110,35 @@ class GuardResult:
     score: Score
     excluded: dict[str, str]  # node → reason
     met: bool
+    ranking: tuple[LayerLoss, ...] = ()  # the sensitivity ranking, worst first (empty: none ran)
+    floats: int = 0  # how many of its groups (the worst) are kept float
+
+
+def float_limit(ranking: Sequence[LayerLoss]) -> int:
+    """The most groups of ``ranking`` that may be kept float (``MAX_FLOAT_SHARE``)."""
+    return max(1, int(len(ranking) * MAX_FLOAT_SHARE))
+
+
+def keep_worst_float(
+    ranking: Sequence[LayerLoss],
+    count: int,
+    build: Build,
+    measure: Measure,
+    meets: Callable[[Score], bool],
+    *,
+    base_exclude: Sequence[str],
+    target: str,
+) -> GuardResult:
+    """The candidate with the ``count`` worst groups of ``ranking`` kept float, measured."""
+    excluded = {
+        node: f"quantized alone: {r.score.describe()} (sensitivity rank {i + 1}); kept float to meet {target}"
+        for i, r in enumerate(ranking[:count])
+        for node in r.nodes
+    }
+    path = build(None, [*base_exclude, *excluded])
+    score = measure(path)
+    logger.info("sensitivity: %d layers float -> loss %.5f", len(excluded), score.loss)
+    return GuardResult(path, score, excluded, meets(score), tuple(ranking), count)
 
 
 def guard(
@@ -124,35 +161,38 @@ def guard(
     if meets(score) or not candidates:
         return GuardResult(path, score, {}, meets(score))
     ranking = [r for r in rank_layers(candidates, build, probe, on_progress=on_progress) if r.loss > 0]
-    limit = max(1, int(len(ranking) * MAX_FLOAT_SHARE))
     tried: dict[int, GuardResult] = {}
 
     def attempt(count: int) -> GuardResult:
         if count not in tried:
-            excluded = {
-                node: f"quantized alone: {r.score.describe()} (sensitivity rank {i + 1}); "
-                f"kept float to meet {target}"
-                for i, r in enumerate(ranking[:count])
-                for node in r.nodes
-            }
-            path = build(None, [*base_exclude, *excluded])
-            result_score = measure(path)
-            logger.info("sensitivity: %d layers float -> loss %.5f", len(excluded), result_score.loss)
-            tried[count] = GuardResult(path, result_score, excluded, meets(result_score))
+            tried[count] = keep_worst_float(
+                ranking, count, build, measure, meets, base_exclude=base_exclude, target=target
+            )
         return tried[count]
 
+    hit = smallest_count(float_limit(ranking), lambda count: attempt(count).met)
+    return tried[max(tried)] if hit is None else tried[hit]  # None: the most float attempt, missed
+
+
+def smallest_count(limit: int, met: Callable[[int], bool]) -> int | None:
+    """The smallest count in ``1..limit`` for which ``met`` holds, taking ``met`` as monotone
+    (more layers kept float, more fidelity): counts 1, 2, 4, ... up to ``limit`` until one meets,
+    then a bisection between the last miss and that hit. None when ``met(limit)`` fails too (or
+    ``limit < 1``)."""
+    if limit < 1:
+        return None
     miss, hit = 0, None
     for count in sorted({min(2**k, limit) for k in range(limit.bit_length() + 1)}):
-        if attempt(count).met:
+        if met(count):
             hit = count
             break
         miss = count
     if hit is None:
-        return tried[max(tried)]  # the most float attempt, target missed
+        return None
     while hit - miss > 1:
         middle = (miss + hit) // 2
-        if attempt(middle).met:
+        if met(middle):
             hit = middle
         else:
             miss = middle
-    return tried[hit]
+    return hit
