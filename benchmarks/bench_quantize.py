@@ -11,7 +11,7 @@ only agreement with the original is meaningful. Targets (issue 4): sample CNN st
 faster with accuracy within 1 point; real CNNs never slower in auto mode and <= 0.30x size;
 BERT-style (MiniLM-L6, seq 128) <= 0.26x size, <= 0.58x latency at mean embedding cosine >= 0.995
 (run with that target); real models keep task fidelity: top-1 agreement >= 99 %, OCR string
-agreement >= 95 %, detection box sets matching at IoU >= 0.9.
+agreement >= 95 %, detection box sets matching at IoU >= 0.9 (read as box F1 >= 95 %).
 
 Also the command's own run time for a fixed mode (``--mode static --no-sensitivity --no-bench``)
 against calling ``onnxruntime.quantization.quantize_static`` directly with the same options and
