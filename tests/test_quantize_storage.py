@@ -107,3 +107,60 @@ def test_excluded_layer_keeps_weight_and_bias_float32():
     out, names = stored(conv_proto(), exclude=frozenset({"dq0"}))
     assert names == []
     assert set(dtypes(out).values()) == {TensorProto.FLOAT}
+
+
+def _if_with_copies_proto(*, clash: bool = False) -> onnx.ModelProto:
+    """c (bool) → If: both branches hold the same [32, 64] weight (as ORT's constant folding writes
+    it); y = x @ W + 1. ``clash``: each branch's product is named like the other branch's weight
+    (legal between siblings, not under a main-graph name)."""
+    weight = RNG.standard_normal((32, 64)).astype(np.float32)
+
+    def branch(tag: str, other: str) -> onnx.GraphProto:
+        product = f"folded_{other}" if clash else f"p_{tag}"
+        nodes = [
+            helper.make_node("MatMul", ["x", f"folded_{tag}"], [product]),
+            helper.make_node("Add", [product, f"one_{tag}"], [f"y_{tag}"]),
+        ]
+        inits = [
+            numpy_helper.from_array(weight, f"folded_{tag}"),
+            numpy_helper.from_array(np.ones(1, np.float32), f"one_{tag}"),
+        ]
+        return helper.make_graph(
+            nodes, tag, [], [helper.make_tensor_value_info(f"y_{tag}", TensorProto.FLOAT, [2, 64])], inits
+        )
+
+    branches = {"then_branch": branch("then", "else"), "else_branch": branch("else", "then")}
+    graph = helper.make_graph(
+        [helper.make_node("If", ["c"], ["y"], **branches)],
+        "g",
+        [
+            helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 32]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 64])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_subgraph_copies_of_a_weight_become_one_outer_scope_initializer(tmp_path):
+    from modelcrunch.passes._ir import share_subgraph_copies
+
+    proto = _if_with_copies_proto()
+    model = ir.serde.deserialize_model(proto)
+    assert share_subgraph_copies(model) == (1, 32 * 64 * 4)
+    assert list(model.graph.initializers) in (["folded_then"], ["folded_else"])
+    for node in model.graph:
+        for attr in ("then_branch", "else_branch"):
+            sub = node.attributes[attr].as_graph()
+            assert "folded_then" not in sub.initializers and "folded_else" not in sub.initializers
+    shared = ir.serde.serialize_model(model)
+    onnx.checker.check_model(shared, full_check=True)
+    x = RNG.standard_normal((2, 32)).astype(np.float32)
+    for flag in (True, False):
+        feed = {"c": np.array(flag), "x": x}
+        np.testing.assert_array_equal(run_ort(shared, feed)[0], run_ort(proto, feed)[0])
+    assert share_subgraph_copies(model) == (0, 0)
+    clashing = ir.serde.deserialize_model(_if_with_copies_proto(clash=True))
+    assert share_subgraph_copies(clashing)[0] == 1
+    assert list(clashing.graph.initializers) in (["folded_then1"], ["folded_else1"])  # a sibling had its name
+    onnx.checker.check_model(ir.serde.serialize_model(clashing), full_check=True)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections import Counter
+
 import numpy as np
 import onnx_ir as ir
 
@@ -90,3 +93,46 @@ def drop_shape_annotations(model: ir.Model, keep: frozenset[str] = frozenset()) 
             value.shape = None
             dropped += 1
     return dropped
+
+
+def share_subgraph_copies(model: ir.Model, min_elements: int = 1024) -> tuple[int, int]:
+    """Identical tensors held as initializers by several subgraphs become one main-graph
+    initializer that every one of them reads (an outer-scope value). ONNX Runtime's constant
+    folding writes such copies: silero-vad's LSTM weights, reshaped inside both branches of an
+    inner If, came back as one folded copy per branch (545k → 809k weights). Returns (copies
+    dropped, bytes saved). Tensors under ``min_elements`` and graph inputs are left alone."""
+    groups: dict[tuple, list[tuple[ir.Graph, ir.Value]]] = {}
+    for graph in model.graphs():
+        if graph is model.graph:
+            continue
+        inputs = {id(v) for v in graph.inputs}
+        for value in graph.initializers.values():
+            tensor = value.const_value
+            if tensor is None or tensor.size < min_elements or id(value) in inputs:
+                continue
+            array = tensor.numpy()
+            key = (tensor.dtype, array.shape, hashlib.sha256(array.tobytes()).hexdigest())
+            groups.setdefault(key, []).append((graph, value))
+    shared = [copies for copies in groups.values() if len(copies) > 1]
+    if not shared:
+        return 0, 0
+    uses = Counter(  # a name may repeat in sibling subgraphs; in the main graph it must be unique
+        v.name
+        for graph in model.graphs()
+        for v in (*graph.inputs, *graph.initializers.values(), *(o for node in graph for o in node.outputs))
+        if v.name
+    )
+    names = FreshNames(model)
+    dropped = saved = 0
+    for copies in shared:
+        home, kept = copies[0]
+        home.initializers.pop(kept.name)
+        if uses[kept.name] > 1:
+            kept.name = names(kept.name, numbered=False)
+        model.graph.register_initializer(kept)
+        for graph, value in copies[1:]:
+            value.replace_all_uses_with(kept)
+            graph.initializers.pop(value.name)
+            dropped += 1
+            saved += kept.const_value.nbytes
+    return dropped, saved

@@ -19,6 +19,9 @@ What it rewrites, in order:
    beside them, HardSwish built from Add/Clip/Mul/Div fused, so int8 has fewer element-wise ops to
    wrap in Quantize/Dequantize pairs. PP-OCRv4 rec runs 0.59x as long in fp32 after them alone.
    Masked attention Softmaxes get their inputs clamped so ``exp`` never underflows (MiniLM 0.89x).
+5. Weight copies that ORT's constant folding wrote into several If/Loop branches (a reshaped
+   outer-scope weight comes back folded once per branch) become one main-graph initializer again:
+   silero-vad's pre-processed model had 1.48x the weights of the original.
 
 Limits: models over 2 GB are handled by ORT's external-data path only as far as ORT supports it.
 """
@@ -35,6 +38,7 @@ from onnx import version_converter
 
 from modelcrunch.errors import ModelcrunchError
 from modelcrunch.io import node_subgraphs
+from modelcrunch.passes._ir import share_subgraph_copies
 from modelcrunch.passes.fuse import fuse_for_int8
 from modelcrunch.passes.quantize.config import WEIGHTED_OP_TYPES
 
@@ -161,18 +165,26 @@ def prepare(
     shape_inference, optimized = _pre_process(src, dst, optimize=optimize)
     if shape_inference == "none":
         notes.append("shape inference failed (ONNX's and symbolic): tensors of unknown type stay float")
-    if fuse:
-        _fuse(dst, notes)
+    _rewrite(dst, notes, fuse=fuse)
     return Prepared(dst, opset, per_channel, shape_inference, optimized, notes)
 
 
-def _fuse(path: Path, notes: list[str]) -> None:
-    """Rewrite the pre-processed model at ``path`` with ``passes/fuse.py`` (exact float fusions)."""
+def _rewrite(path: Path, notes: list[str], *, fuse: bool) -> None:
+    """Rewrite the pre-processed model at ``path``, in one load and save: the weight copies ORT's
+    constant folding left in If/Loop branches shared again (``share_subgraph_copies``), and with
+    ``fuse`` the exact float fusions of ``passes/fuse.py``."""
     prepared = ir.load(path)
-    result = fuse_for_int8(prepared)
-    if result.changed:
-        ir.save(prepared, path)
+    dropped, saved = share_subgraph_copies(prepared)
+    if dropped:
+        notes.append(
+            f"{dropped} weight copies that constant folding wrote into If/Loop branches shared again "
+            f"({saved / 1e6:.2f} MB)"
+        )
+    result = fuse_for_int8(prepared) if fuse else None
+    if result is not None and result.changed:
         notes.append(f"fused before quantizing (exact in float): {result.describe()}")
+    if dropped or (result is not None and result.changed):
+        ir.save(prepared, path)
 
 
 def subgraph_weighted_nodes(model: onnx.ModelProto) -> list[tuple[str, str]]:
