@@ -165,7 +165,8 @@ def prepare(
     shape_inference, optimized = _pre_process(src, dst, optimize=optimize)
     if shape_inference == "none":
         notes.append("shape inference failed (ONNX's and symbolic): tensors of unknown type stay float")
-    _rewrite(dst, notes, fuse=fuse)
+    if fuse or any(node_subgraphs(node) for node in proto.graph.node):
+        _rewrite(dst, notes, fuse=fuse)
     return Prepared(dst, opset, per_channel, shape_inference, optimized, notes)
 
 
