@@ -82,17 +82,18 @@ class Fidelity:
 
     def worst_top1_agreement_of(self, names: Collection[str] | None) -> float | None:
         """Worst top-1 agreement over the named outputs (None: every classifier-shaped one)."""
-        values = [
-            o.top1_agreement
-            for o in self.outputs
-            if o.top1_agreement is not None and (names is None or o.name in names)
-        ]
-        return min(values) if values else None
+        return self._worst("top1_agreement", names)
 
     def worst_mask_iou_of(self, names: Collection[str] | None) -> float | None:
         """Worst mask IoU over the named outputs (None: every probability output)."""
+        return self._worst("mask_iou", names)
+
+    def _worst(self, figure: str, names: Collection[str] | None) -> float | None:
+        """The lowest ``figure`` of the named outputs that have one (None: no output has it)."""
         values = [
-            o.mask_iou for o in self.outputs if o.mask_iou is not None and (names is None or o.name in names)
+            value
+            for o in self.outputs
+            if (value := getattr(o, figure)) is not None and (names is None or o.name in names)
         ]
         return min(values) if values else None
 
