@@ -33,12 +33,15 @@ class FreshNames:
     """
 
     def __init__(self, model: ir.Model) -> None:
-        self.taken: set[str] = set()
+        #: how many values of the model carry each name (a name may repeat in sibling subgraphs)
+        self.values: Counter[str] = Counter()
+        nodes: set[str] = set()
         for graph in model.graphs():
-            self.taken.update(v.name for v in (*graph.inputs, *graph.initializers.values()) if v.name)
+            self.values.update(v.name for v in (*graph.inputs, *graph.initializers.values()) if v.name)
             for node in graph:
-                self.taken.add(node.name or "")
-                self.taken.update(v.name for v in node.outputs if v.name)
+                nodes.add(node.name or "")
+                self.values.update(v.name for v in node.outputs if v.name)
+        self.taken: set[str] = nodes | set(self.values)
         self.count: dict[str, int] = {}
 
     def __call__(self, base: str, *, numbered: bool = True) -> str:
@@ -116,18 +119,12 @@ def share_subgraph_copies(model: ir.Model, min_elements: int = 1024) -> tuple[in
     shared = [copies for copies in groups.values() if len(copies) > 1]
     if not shared:
         return 0, 0
-    uses = Counter(  # a name may repeat in sibling subgraphs; in the main graph it must be unique
-        v.name
-        for graph in model.graphs()
-        for v in (*graph.inputs, *graph.initializers.values(), *(o for node in graph for o in node.outputs))
-        if v.name
-    )
     names = FreshNames(model)
     dropped = saved = 0
     for copies in shared:
         home, kept = copies[0]
         home.initializers.pop(kept.name)
-        if uses[kept.name] > 1:
+        if names.values[kept.name] > 1:  # a sibling subgraph uses the name; the main graph may not
             kept.name = names(kept.name, numbered=False)
         model.graph.register_initializer(kept)
         for graph, value in copies[1:]:
