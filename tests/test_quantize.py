@@ -476,6 +476,18 @@ def test_cli_top1_gate_without_class_outputs_is_one_line_exit_2(tmp_path):
     assert not (tmp_path / "q.onnx").exists()
 
 
+def test_cli_mask_gate_without_probability_outputs_is_one_line_exit_2(tmp_path):
+    model = conv_bn_proto()  # Conv + BatchNorm: values outside [0, 1], no probabilities
+    src = save_proto(model, tmp_path / "m.onnx")
+    calib = stacked_data(model, tmp_path / "c.npz")
+    args = ["--calibration", calib, "--no-bench", "--min-mask-iou", "0.9"]
+    result = cli(src, "-o", tmp_path / "q.onnx", *args)
+    assert result.exit_code == EXIT_BAD_INPUT, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "min-mask-iou" in lines[0] and "Traceback" not in result.output
+    assert not (tmp_path / "q.onnx").exists()
+
+
 def test_cli_require_faster_fails_with_exit_3(mm, tmp_path, monkeypatch):
     from modelcrunch.passes.quantize import pipeline
 

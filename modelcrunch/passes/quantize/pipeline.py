@@ -62,7 +62,7 @@ from modelcrunch.passes.quantize.targets import (
     target_text,
     with_default_targets,
 )
-from modelcrunch.runtime.fidelity import Fidelity, finite_or_none, measure_fidelity
+from modelcrunch.runtime.fidelity import Fidelity, compare_outputs, finite_or_none, measure_fidelity
 from modelcrunch.runtime.session import make_session
 
 logger = logging.getLogger(__name__)
@@ -135,6 +135,12 @@ class _Judge:
     def create(cls, session: ort.InferenceSession, evaluation: Feeds, options: QuantizeOptions) -> _Judge:
         size = batched(session, evaluation.samples)
         return cls(_Memo(session), stack(evaluation.samples, size), size, evaluation.labels, options)
+
+    def probabilities(self) -> bool:
+        """Whether some reference output on the first feed is a probability output (has a mask IoU);
+        the run is memoized, so the fidelity measurement reuses it."""
+        outputs = self.reference.run(None, self.feeds[0])
+        return compare_outputs(outputs, outputs).worst_mask_iou_of(None) is not None
 
     def _prefix(self, samples: int) -> list[dict]:
         return self.feeds[: max(1, math.ceil(samples / self.size))]
@@ -403,6 +409,11 @@ def quantize_model(
                 "measured on them too — ACCURACY ON REAL DATA IS UNKNOWN"
             )
         judge = _Judge.create(session, evals, options)
+        if options.min_mask_iou is not None and options.mask_outputs is None and not judge.probabilities():
+            raise ModelcrunchError(
+                "--min-mask-iou: no output of this model holds probabilities (every value in [0, 1]) "
+                "on the evaluation data; use --min-cosine"
+            )
         # ORT's calibrator runs one sample at a time: stacked, its augmented model (every tensor an
         # output) ran 1.5-1.8x slower on PP-OCR rec and 1.5x slower on magika (0.60 -> 0.92 s), and
         # saved only 0.05-0.1 s on the sample models.
