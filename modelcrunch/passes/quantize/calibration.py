@@ -9,6 +9,7 @@ that accuracy is unknown.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +22,12 @@ logger = logging.getLogger(__name__)
 SYNTHETIC_SAMPLES = 16
 #: Samples stacked into one run when measuring fidelity (the model's batch axis permitting) ...
 STACK_SAMPLES = 32
-#: ... as long as the stacked inputs stay under this many bytes (activation memory grows with them).
+#: ... as long as the stacked inputs stay under this many bytes (activation memory grows with them),
+#: and one sample runs in under this many seconds: stacking saves the per-run overhead, and slower
+#: samples gain nothing from it (magika's 3.4 ms samples ran 1.2-1.4x slower stacked 32, PP-OCR
+#: rec's 1.5x; the sample transformer's 0.5 ms ones 1.6x faster).
 STACK_INPUT_BYTES = 2 << 20
+STACK_BELOW_S = 0.002
 
 
 class FeedReader(CalibrationDataReader):
@@ -43,6 +48,46 @@ class FeedReader(CalibrationDataReader):
 
     def __len__(self) -> int:
         return len(self._feeds)
+
+
+def feed_key(feed: Mapping[str, object]) -> tuple:
+    """A feed's identity: its arrays' (a copied dict of the same arrays is the same feed)."""
+    return tuple((name, id(value)) for name, value in feed.items())
+
+
+class OutputRecord:
+    """The float model's outputs on calibration samples, as the calibration run computed them, for
+    the fidelity measurement's reference to reuse (``pipeline._Judge``) where the evaluation
+    samples are the calibration samples. Up to ``budget`` bytes; by the sample's identity
+    (``feed_key``; the record keeps the sample alive); ``take`` hands each over once."""
+
+    def __init__(self, names: Sequence[str], budget: int) -> None:
+        self.names = list(names)
+        self._budget = budget
+        self._bytes = 0
+        self._kept: dict[tuple, tuple[Mapping, list[np.ndarray]]] = {}
+
+    def add(self, sample: Mapping, outputs: Mapping[str, object]) -> None:
+        values = [outputs.get(name) for name in self.names]
+        key = feed_key(sample)
+        if key in self._kept or not all(isinstance(v, np.ndarray) for v in values):
+            return
+        size = sum(v.nbytes for v in values)
+        if self._bytes + size <= self._budget:
+            self._kept[key] = (sample, values)
+            self._bytes += size
+
+    def take(self, samples: Sequence[Mapping]) -> list[list[np.ndarray]] | None:
+        """The outputs of every one of ``samples``, or None (and nothing taken) if one is missing."""
+        keys = [feed_key(sample) for sample in samples]
+        if not all(key in self._kept for key in keys):
+            return None
+        outputs = [self._kept.pop(key)[1] for key in keys]
+        self._bytes -= sum(v.nbytes for values in outputs for v in values)
+        return outputs
+
+    def __len__(self) -> int:
+        return len(self._kept)
 
 
 @dataclass(frozen=True)
@@ -109,11 +154,12 @@ def stack(samples: Sequence[dict[str, np.ndarray]], size: int) -> list[dict[str,
 def batched(session, samples: Sequence[dict[str, np.ndarray]]) -> int:  # noqa: ANN001
     """How many ``samples`` to stack per run of ``session`` (fidelity measurement): up to 32, or 1.
 
-    Stacking pays (one run per 32 samples instead of 32 runs, same outputs per sample) but is only
-    safe where every input has a free leading axis, all samples agree on the other
-    axes, and a stacked run gives outputs whose leading axis is the stack (a model may reshape to a
-    fixed batch of 1); checked here by one trial run. Memory: the stacked inputs stay under
-    ``STACK_INPUT_BYTES``, so large images are still run one at a time.
+    Stacking pays for fast samples (one run per 32 samples instead of 32 runs, same outputs per
+    sample; timed here on the first sample against ``STACK_BELOW_S``) but is only safe where every
+    input has a free leading axis, all samples agree on the other axes, and a stacked run gives
+    outputs whose leading axis is the stack (a model may reshape to a fixed batch of 1); checked
+    here by one trial run. Memory: the stacked inputs stay under ``STACK_INPUT_BYTES``, so large
+    images are still run one at a time.
     """
     if len(samples) < 2:
         return 1
@@ -129,6 +175,11 @@ def batched(session, samples: Sequence[dict[str, np.ndarray]]) -> int:  # noqa: 
             return 1
     trial = stack(samples[:2], 2)[0]
     try:
+        session.run(None, samples[0])  # the first run allocates
+        started = time.perf_counter()
+        session.run(None, samples[0])
+        if time.perf_counter() - started >= STACK_BELOW_S:
+            return 1
         outputs = session.run(None, trial)
     except Exception as exc:  # noqa: BLE001 - any failure means "measure one at a time"
         logger.info("stacked samples do not run (%s); measuring one sample at a time", exc)

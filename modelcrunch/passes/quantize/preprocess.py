@@ -22,6 +22,10 @@ What it rewrites, in order:
 5. Weight copies that ORT's constant folding wrote into several If/Loop branches (a reshaped
    outer-scope weight comes back folded once per branch) become one main-graph initializer again:
    silero-vad's pre-processed model had 1.48x the weights of the original.
+6. A Gemm bias of shape ``(1, N)`` (ORT's optimiser makes one from ``MatMul`` + ``Add``) becomes
+   ``(N,)``, the same under broadcasting: ORT's int32-bias scale check indexes a per-channel bias
+   by output channel and crashes on the 2-D one (magika), which cost a second quantization
+   without that check.
 
 Limits: models over 2 GB are handled by ORT's external-data path only as far as ORT supports it.
 """
@@ -38,7 +42,7 @@ from onnx import version_converter
 
 from modelcrunch.errors import ModelcrunchError
 from modelcrunch.io import node_subgraphs
-from modelcrunch.passes._ir import share_subgraph_copies
+from modelcrunch.passes._ir import FreshNames, register_array, share_subgraph_copies
 from modelcrunch.passes.fuse import fuse_for_int8
 from modelcrunch.passes.quantize.config import WEIGHTED_OP_TYPES
 
@@ -175,6 +179,7 @@ def _rewrite(path: Path, notes: list[str], *, fuse: bool) -> None:
     constant folding left in If/Loop branches shared again (``share_subgraph_copies``), and with
     ``fuse`` the exact float fusions of ``passes/fuse.py``."""
     prepared = ir.load(path)
+    flattened = flatten_gemm_bias(prepared)
     dropped, saved = share_subgraph_copies(prepared)
     if dropped:
         notes.append(
@@ -184,8 +189,30 @@ def _rewrite(path: Path, notes: list[str], *, fuse: bool) -> None:
     result = fuse_for_int8(prepared) if fuse else None
     if result is not None and result.changed:
         notes.append(f"fused before quantizing (exact in float): {result.describe()}")
-    if dropped or (result is not None and result.changed):
+    if flattened or dropped or (result is not None and result.changed):
         ir.save(prepared, path)
+
+
+def flatten_gemm_bias(model: ir.Model) -> int:
+    """Main-graph Gemm biases of shape ``(1, N)``, N > 1, made ``(N,)`` (see the module docstring);
+    a bias another node reads too gets a reshaped copy. Returns how many."""
+    found = []
+    for node in model.graph:
+        bias = node.inputs[2] if node.op_type == "Gemm" and len(node.inputs) > 2 else None
+        if bias is None or bias.const_value is None or bias.is_graph_input() or bias.is_graph_output():
+            continue
+        shape = bias.const_value.shape
+        if len(shape) == 2 and shape[0] == 1 and shape[1] > 1:
+            found.append((node, bias))
+    names = FreshNames(model) if found else None
+    for node, bias in found:
+        flat = bias.const_value.numpy().reshape(-1)
+        node.replace_input_with(
+            2, register_array(model.graph, names(f"{bias.name}_flat", numbered=False), flat)
+        )
+        if not bias.uses():
+            model.graph.initializers.pop(bias.name)
+    return len(found)
 
 
 def subgraph_weighted_nodes(model: onnx.ModelProto) -> list[tuple[str, str]]:
