@@ -148,8 +148,7 @@ def _finish(
 
     * the main graph's ``value_info`` (ORT's shape inference annotates every tensor) is dropped,
       except the source's own ``annotated`` values, as the saved output's will be
-      (``drop_shape_annotations``): the transformer's candidate then takes 27 -> 12 ms to finish,
-      and less to load;
+      (``drop_shape_annotations``): less to write here and to load for every later use;
     * ``per_token``: the MatMuls the sensitivity analysis took out of per-tensor int8 get per-token
       int8 activations instead (``per_token.py``);
     * ``qdq``: zero points that say 0 and ORT's long generated names are dropped (``qdq.py``);

@@ -86,6 +86,10 @@ class OutputRecord:
         self._bytes -= sum(v.nbytes for values in outputs for v in values)
         return outputs
 
+    def clear(self) -> None:
+        self._kept.clear()
+        self._bytes = 0
+
     def __len__(self) -> int:
         return len(self._kept)
 

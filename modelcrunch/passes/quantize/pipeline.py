@@ -528,6 +528,10 @@ def quantize_model(
                     ) from exc
                 logger.warning("candidate %s failed: %s", mode.value, exc)
                 warnings.append(f"candidate {mode.value} failed ({type(exc).__name__}: {str(exc)[:120]})")
+            finally:
+                if record is not None:  # only the first mode's reference run can use it
+                    record.clear()
+                    ws.record = None
         if not built:
             raise VerificationError("every candidate mode failed; see the warnings above")
 
