@@ -591,7 +591,7 @@ def quantize_model(
                 f"fidelity target not met by the {chosen.mode.value} model ({target_text(options)}; "
                 f"{measured}); nothing written"
             )
-        final = load_model(chosen.path, canonical=False)
+        final = ir.serde.deserialize_model(chosen_proto)  # loaded above, external data included
         drop_shape_annotations(final, keep=annotated)
         saved = save_model(
             final, output, source=source, overwrite_input=overwrite_input, run_feed=evals.samples[0]
