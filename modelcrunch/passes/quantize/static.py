@@ -162,7 +162,9 @@ def calibrate(
         collector.collect(feeds[:1], 1)  # the first run is slower (allocations)
         done = 1 + PROBE_SAMPLES
         per_sample, size = collector.collect(feeds[1:done], 1), 1
-        stacked = min(stack_size, CALIBRATION_STACK)
+        # an output declared with a fixed batch would make ORT's session warn on stderr every run
+        free = all(not o.shape or not isinstance(o.shape[0], int) for o in collector.get_outputs())
+        stacked = min(stack_size, CALIBRATION_STACK) if free else 1
         if stacked > 1 and per_sample < STACK_BELOW_S and len(feeds) - done >= 3 * stacked:
             collector.collect(feeds[done : done + stacked], stacked)  # first run at the stacked shapes
             seconds = collector.collect(feeds[done + stacked : done + 2 * stacked], stacked)
