@@ -15,8 +15,9 @@ import onnx_ir as ir
 import onnxruntime as ort
 import pytest
 from models import run_ort, save_proto
+from models_quantize import _model as build_model
 from models_quantize import cnn_proto, stacked_data
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 from onnxruntime import quantization as ortq
 
 from modelcrunch.data import load_dataset
@@ -136,26 +137,19 @@ def _gemm_row_bias_proto() -> onnx.ModelProto:
     """x[b,32] → Gemm(C (1,16)) → Relu → Gemm(same C) → y[b,16]: the layout ORT's optimiser makes
     from MatMul + Add, on which its per-channel int32-bias check crashed."""
     rng = np.random.default_rng(3)
-    inits = [
-        numpy_helper.from_array((rng.standard_normal((16, 32)) * 0.2).astype(np.float32), "w1"),
-        numpy_helper.from_array((rng.standard_normal((16, 16)) * 0.2).astype(np.float32), "w2"),
-        numpy_helper.from_array((rng.standard_normal((1, 16)) * 0.2).astype(np.float32), "c"),
-    ]
+    inits = {
+        name: (rng.standard_normal(shape) * 0.2).astype(np.float32)
+        for name, shape in (("w1", (16, 32)), ("w2", (16, 16)), ("c", (1, 16)))
+    }
     nodes = [
         helper.make_node("Gemm", ["x", "w1", "c"], ["h"], transB=1, name="fc1"),
         helper.make_node("Relu", ["h"], ["r"], name="relu"),
         helper.make_node("Gemm", ["r", "w2", "c"], ["y"], transB=1, name="fc2"),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 32])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 16])],
-        inits,
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 32])
+    return build_model(
+        nodes, [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 16])], inits, 17
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
 
 
 def test_gemm_row_bias_is_flattened_exactly(tmp_path):
