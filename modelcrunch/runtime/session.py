@@ -77,7 +77,7 @@ def resolve_provider(name: str) -> str:
 
 
 #: Session config for a session that runs alternately with others in one process (a fidelity
-#: measurement's reference and candidate, a calibration before them): its threads spin while a run
+#: measurement's reference and candidate): its threads spin while a run
 #: lasts but stop when it ends, instead of spinning on, idle, on the cores the next session's run
 #: needs. Magika's reference and int8 model run one sample each in turn, 64 samples, 2 threads:
 #: 0.75 s spinning, 0.45 s with spinning off, 0.35 s with this.

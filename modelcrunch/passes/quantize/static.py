@@ -207,8 +207,7 @@ def quantize_static_model(
         _run(src, dst, options, op_types, per_channel, cache, nodes_to_quantize, nodes_to_exclude, extra)
     except (ValueError, IndexError) as exc:
         # ORT's int32-bias weight-scale adjustment crashes on some bias layouts (array truth value, a
-        # bias with fewer elements than weight channels);
-        # the adjustment is an accuracy nicety, so retry without it.
+        # bias with fewer elements than weight channels); it is an accuracy nicety: retry without it
         logger.info("quantize_static failed (%s); retrying without the int32-bias scale adjustment", exc)
         extra["QDQDisableWeightAdjustForInt32Bias"] = True
         _run(src, dst, options, op_types, per_channel, cache, nodes_to_quantize, nodes_to_exclude, extra)
