@@ -43,7 +43,7 @@ def _ranges(data: ortq.TensorsData) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 @pytest.mark.parametrize(("stack_size", "optimize"), [(1, False), (4, True)])
 def test_calibrate_gives_orts_ranges_and_records_outputs(cnn, tmp_path, monkeypatch, stack_size, optimize):
     src, samples = cnn
-    monkeypatch.setattr(static, "STACK_BELOW_S", 10.0)  # always try stacking where allowed ...
+    monkeypatch.setattr(static, "CALIBRATION_STACK_BELOW_S", 10.0)  # always try stacking where allowed ...
     for name in ("OPTIMIZE_AFTER_S", "OPTIMIZE_CONV_AFTER_S"):  # ... and force the session's kind
         monkeypatch.setattr(static, name, 0.0 if optimize else 1e9)
     record = OutputRecord(["logits"], 1 << 20)

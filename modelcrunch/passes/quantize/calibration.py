@@ -155,6 +155,14 @@ def stack(samples: Sequence[dict[str, np.ndarray]], size: int) -> list[dict[str,
     ]
 
 
+def stacked_parts(
+    samples: Sequence[dict[str, np.ndarray]], size: int
+) -> tuple[list[dict[str, np.ndarray]], dict[tuple, Sequence[dict[str, np.ndarray]]]]:
+    """``stack(samples, size)``, and the samples stacked into each of its feeds, by ``feed_key``."""
+    feeds = stack(samples, size)
+    return feeds, {feed_key(f): samples[i * size : (i + 1) * size] for i, f in enumerate(feeds)}
+
+
 def batched(session, samples: Sequence[dict[str, np.ndarray]]) -> int:  # noqa: ANN001
     """How many ``samples`` to stack per run of ``session`` (fidelity measurement): up to 32, or 1.
 

@@ -41,7 +41,7 @@ from modelcrunch.passes.quantize.calibration import (
     batched,
     feed_key,
     load_feeds,
-    stack,
+    stacked_parts,
 )
 from modelcrunch.passes.quantize.channels import worst_channel_error
 from modelcrunch.passes.quantize.config import DYNAMIC_OP_TYPES, Mode, QuantizeOptions
@@ -143,7 +143,7 @@ class _Recorded:
     """
 
     def __init__(
-        self, session: ort.InferenceSession, record: OutputRecord, chunks: dict[tuple, list[dict]]
+        self, session: ort.InferenceSession, record: OutputRecord, chunks: Mapping[tuple, Sequence[dict]]
     ) -> None:
         self._session = session
         self._record = record
@@ -209,11 +209,8 @@ class _Judge:
     ) -> _Judge:
         """``record``: the calibration run's outputs, where the evaluation samples are calibrated."""
         size = batched(session, evaluation.samples)
-        feeds = stack(evaluation.samples, size)
-        recorded = None
-        if record is not None:
-            chunks = {feed_key(f): evaluation.samples[i * size : (i + 1) * size] for i, f in enumerate(feeds)}
-            recorded = _Recorded(session, record, chunks)
+        feeds, chunks = stacked_parts(evaluation.samples, size)
+        recorded = None if record is None else _Recorded(session, record, chunks)
         return cls(_Memo(session, recorded), feeds, size, evaluation.labels, options)
 
     def probabilities(self) -> bool:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from onnxruntime import quantization as ortq
 
-from modelcrunch.passes.quantize.calibration import FeedReader, OutputRecord, feed_key, stack
+from modelcrunch.passes.quantize.calibration import FeedReader, OutputRecord, feed_key, stacked_parts
 from modelcrunch.passes.quantize.config import CalibrationMethod, Precision, QuantFormat, QuantizeOptions
 from modelcrunch.runtime.session import make_session
 
@@ -50,11 +50,11 @@ def _extra_options(options: QuantizeOptions) -> dict[str, object]:
 #: Calibration samples run one at a time, timed, before choosing how to run the rest ...
 PROBE_SAMPLES = 3
 #: ... against this many stacked per run (where the model allows stacking: ``calibration.batched``),
-#: when one sample takes under ``STACK_BELOW_S``: stacking saves the per-run overhead, which the
+#: when one sample takes under ``CALIBRATION_STACK_BELOW_S``: stacking saves the per-run overhead, which the
 #: augmented model's many outputs make larger (the sample transformer's 2.4 ms samples ran 1.5x
 #: faster stacked 8), and gains nothing on slow samples (magika's 9 ms: 1.1x slower) ...
 CALIBRATION_STACK = 8
-STACK_BELOW_S = 0.005
+CALIBRATION_STACK_BELOW_S = 0.005
 #: ... and on a session with graph optimisations when the rest would take longer than this on
 #: ORT's unoptimised one, or than ``OPTIMIZE_CONV_AFTER_S`` for a model with convolutions: the
 #: optimisations pay on those (NCHWc layouts: the rest ran 1.6x faster on the sample CNN, whose
@@ -107,8 +107,7 @@ class _Collector:
         (Collecting in several calls is ORT's design: the statistics merge.)"""
         if not samples:
             return 0.0
-        feeds = stack(samples, size)
-        self._stacked = {feed_key(f): samples[i * size : (i + 1) * size] for i, f in enumerate(feeds)}
+        feeds, self._stacked = stacked_parts(samples, size)
         started = time.perf_counter()
         self.calibrator.collect_data(FeedReader(feeds))
         return (time.perf_counter() - started) / len(samples)
@@ -165,7 +164,7 @@ def calibrate(
         # an output declared with a fixed batch would make ORT's session warn on stderr every run
         free = all(not o.shape or not isinstance(o.shape[0], int) for o in collector.get_outputs())
         stacked = min(stack_size, CALIBRATION_STACK) if free else 1
-        if stacked > 1 and per_sample < STACK_BELOW_S and len(feeds) - done >= 3 * stacked:
+        if stacked > 1 and per_sample < CALIBRATION_STACK_BELOW_S and len(feeds) - done >= 3 * stacked:
             collector.collect(feeds[done : done + stacked], stacked)  # first run at the stacked shapes
             seconds = collector.collect(feeds[done + stacked : done + 2 * stacked], stacked)
             done += 2 * stacked
