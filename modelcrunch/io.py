@@ -12,10 +12,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import tempfile
+import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -262,6 +264,118 @@ def verify_model_file(path: Path, feed: Mapping[str, np.ndarray] | None = None) 
             ) from exc
 
 
+def input_files(source: str | os.PathLike) -> list[Path]:
+    """Every file the model at ``source`` is made of: the ``.onnx`` file and its external-data files."""
+    path = Path(source)
+    files = [path]
+    with contextlib.suppress(ModelcrunchError):  # an unreadable input fails on its own
+        files += external_data_files(_read_proto(path), path.parent)
+    return files
+
+
+def _refuse_input(dest: Path, source: Path, what: str) -> None:
+    for part in input_files(source):
+        if _same_file(dest, part) or dest.resolve() == part.resolve():
+            role = "the input model" if part == source else f"the input model's external data ({part.name})"
+            raise ModelcrunchError(
+                f"{dest}: refusing to overwrite {role} with the {what}; choose another output path"
+                + (" (or pass --overwrite-input)" if part == source else "")
+            )
+
+
+def _os_error(dest: Path, exc: OSError) -> ModelcrunchError:
+    reason = exc.strerror or str(exc)
+    return ModelcrunchError(f"{dest}: cannot write the output model ({reason})")
+
+
+class StagedModel:
+    """A verified model written beside its destination under a temporary name, not yet in place.
+
+    ``commit()`` moves it into place (atomic rename); ``discard()`` (also run when the object is
+    collected or the process exits) removes it. Pipelines stage, measure the staged file, and
+    commit last: a later error or Ctrl-C leaves the destination as it was.
+    """
+
+    def __init__(self, dest: Path, tmp_dir: Path, data_name: str | None) -> None:
+        self.dest = dest
+        self.path = tmp_dir / dest.name
+        self._tmp_dir = tmp_dir
+        self._data_name = data_name
+        self._finalizer = weakref.finalize(self, shutil.rmtree, str(tmp_dir), True)
+
+    @property
+    def size_bytes(self) -> int:
+        data = self._tmp_dir / self._data_name if self._data_name else None
+        return self.path.stat().st_size + (data.stat().st_size if data else 0)
+
+    def commit(self) -> SavedModel:
+        size = self.size_bytes
+        data_path = self.dest.parent / self._data_name if self._data_name else None
+        try:
+            if data_path is not None:
+                os.replace(self._tmp_dir / self._data_name, data_path)
+            os.replace(self.path, self.dest)
+        except OSError as exc:
+            raise _os_error(self.dest, exc) from exc
+        finally:
+            self.discard()
+        return SavedModel(self.dest, size, data_path)
+
+    def discard(self) -> None:
+        self._finalizer()
+
+
+def stage_model(
+    model: ir.Model,
+    path: str | os.PathLike,
+    *,
+    source: str | os.PathLike | None = None,
+    overwrite_input: bool = False,
+    external_data: bool | None = None,
+    verify: bool = True,
+    run_feed: Mapping[str, np.ndarray] | None = None,
+) -> StagedModel:
+    """Write and verify ``model`` beside ``path`` without taking its name (see ``save_model``)."""
+    dest = Path(path)
+    try:
+        if source is not None:
+            source = Path(source)
+            if not overwrite_input:
+                _refuse_input(dest, source, "output model")
+        if dest.is_dir():
+            raise ModelcrunchError(f"{dest}: is a folder; give a file path for the output model")
+        if external_data is None:
+            external_data = weight_bytes(model) > EXTERNAL_DATA_THRESHOLD_BYTES
+        data_name = dest.name + ".data" if external_data else None
+        if (
+            data_name is not None
+            and source is not None
+            and not (overwrite_input and _same_file(dest, source))
+        ):
+            _refuse_input(dest.parent / data_name, source, "output's external data")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp_dir = Path(tempfile.mkdtemp(prefix=".mc.", suffix=".tmp", dir=dest.parent))
+    except OSError as exc:
+        raise _os_error(dest, exc) from exc
+    staged = StagedModel(dest, tmp_dir, data_name)
+    try:
+        if data_name is None:
+            # Weights still memory-mapped from the source's external data must be inlined.
+            ir.external_data.load_to_model(model)
+        try:
+            ir.save(model, staged.path, external_data=data_name)
+        except OSError as exc:
+            raise _os_error(dest, exc) from exc
+        except (ValueError, TypeError) as exc:
+            raise VerificationError(f"cannot serialise the model: {exc}") from exc
+        if verify:
+            verify_model_file(staged.path, run_feed)
+    except BaseException:
+        staged.discard()
+        raise
+    return staged
+
+
 def save_model(
     model: ir.Model,
     path: str | os.PathLike,
@@ -275,46 +389,19 @@ def save_model(
     """Write ``model`` to ``path`` atomically and verify it before it takes the destination's name.
 
     Args:
-        source: the input model's path; writing over it is refused unless ``overwrite_input``.
+        source: the input model's path; writing over it is refused unless ``overwrite_input``, and
+            writing over one of its external-data files is always refused.
         external_data: True to store weights in ``<name>.data`` beside the model; None decides
             automatically (external when the weights exceed protobuf's 2 GB limit).
         verify: run onnx.checker and create an ONNX Runtime session on the written file.
         run_feed: inputs the verified session must also run (see ``verify_model_file``).
     """
-    dest = Path(path)
-    if (
-        source is not None
-        and not overwrite_input
-        and (_same_file(dest, Path(source)) or dest.resolve() == Path(source).resolve())
-    ):
-        raise ModelcrunchError(
-            f"{dest}: refusing to overwrite the input model; choose another output path "
-            "(or pass --overwrite-input)"
-        )
-    if dest.is_dir():
-        raise ModelcrunchError(f"{dest}: is a folder; give a file path for the output model")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if external_data is None:
-        external_data = weight_bytes(model) > EXTERNAL_DATA_THRESHOLD_BYTES
-    data_name = dest.name + ".data" if external_data else None
-
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
-    try:
-        tmp_model = tmp_dir / dest.name
-        if data_name is None:
-            # Weights still memory-mapped from the source's external data must be inlined.
-            ir.external_data.load_to_model(model)
-        try:
-            ir.save(model, tmp_model, external_data=data_name)
-        except (ValueError, TypeError) as exc:
-            raise VerificationError(f"cannot serialise the model: {exc}") from exc
-        if verify:
-            verify_model_file(tmp_model, run_feed)
-        if data_name is not None:
-            os.replace(tmp_dir / data_name, dest.parent / data_name)
-        os.replace(tmp_model, dest)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-    data_path = dest.parent / data_name if data_name else None
-    size = dest.stat().st_size + (data_path.stat().st_size if data_path else 0)
-    return SavedModel(dest, size, data_path)
+    return stage_model(
+        model,
+        path,
+        source=source,
+        overwrite_input=overwrite_input,
+        external_data=external_data,
+        verify=verify,
+        run_feed=run_feed,
+    ).commit()

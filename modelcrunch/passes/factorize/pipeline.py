@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from modelcrunch.data import Dataset
-from modelcrunch.io import load_model, save_model
+from modelcrunch.io import load_model, stage_model
 from modelcrunch.passes.factorize.core import FactorizeConfig, ProgressFn, factorize
 from modelcrunch.passes.factorize.report import FactorizeReport
 from modelcrunch.runtime.bench import benchmark
@@ -65,17 +65,20 @@ def factorize_file(
     model_path, output = Path(model_path), Path(output)
     model = load_model(model_path)
     report = factorize(model, config, calibration, shapes=shapes, on_progress=on_progress)
-    saved = save_model(model, output, source=model_path, overwrite_input=overwrite_input)
-    extra = {"model": str(model_path), "output": str(saved.path), "output_size_bytes": saved.size_bytes}
+    # staged beside ``output`` and measured there; it takes the name last (nothing written on failure)
+    staged = stage_model(model, output, source=model_path, overwrite_input=overwrite_input)
+    extra = {"model": str(model_path), "output": str(output), "output_size_bytes": staged.size_bytes}
     report = dataclasses.replace(report, extra=extra)
     if not measure_results:
+        staged.commit()
         return report
     fidelity, bench = measure(
         model_path,
-        saved.path,
+        staged.path,
         evaluation=evaluation or calibration,
         threads=threads,
         shapes=shapes,
         on_progress=on_progress,
     )
+    staged.commit()
     return dataclasses.replace(report, fidelity=fidelity, benchmark=bench)

@@ -15,7 +15,7 @@ import onnxruntime as ort
 
 from modelcrunch.data import Dataset
 from modelcrunch.errors import ModelcrunchError
-from modelcrunch.io import load_model, model_size_bytes, save_model
+from modelcrunch.io import load_model, model_size_bytes, stage_model
 from modelcrunch.passes.prune import report as rep
 from modelcrunch.passes.prune.magnitude import magnitude_prune
 from modelcrunch.passes.prune.nm import nm_prune
@@ -137,16 +137,18 @@ def prune_file(
         )
         notes.append(DENSE_NOTE)
     after = rep.layer_stats(model)
-    save_model(model, output, source=model_path, overwrite_input=overwrite_input)
+    # staged beside ``output`` and measured there; it takes the name last (nothing written on failure)
+    staged = stage_model(model, output, source=model_path, overwrite_input=overwrite_input)
+    written = staged.path
     if config.sparse_storage:
-        fields["sparse_storage"] = store_sparse(output)
+        fields["sparse_storage"] = store_sparse(written)
     if config.measure:
-        fields["fidelity"] = _fidelity(model_path, output, eval_data, config.calib_batch, fallback)
+        fields["fidelity"] = _fidelity(model_path, written, eval_data, config.calib_batch, fallback)
         if evaluation is None and calibration is not None:
             notes.append("fidelity measured on the calibration data (pass --eval DATA for held-out data)")
         feed = next(iter(eval_data.batches(config.bench_batch))) if eval_data is not None else fallback
         fields["latency"] = benchmark(
-            [model_path, output],
+            [model_path, written],
             feed,
             threads=config.threads,
             time_budget_s=config.bench_seconds,
@@ -155,6 +157,8 @@ def prune_file(
     options = {k: v for k, v in asdict(config).items() if k != "structured"}
     if config.structured is not None:
         options["structured"] = asdict(config.structured)
+    size_after = model_size_bytes(written)
+    staged.commit()
     return rep.PruneReport(
         model=str(model_path),
         output=str(output),
@@ -162,7 +166,7 @@ def prune_file(
         options=options,
         layers=rep.compare_layers(before, after),
         size_before=model_size_bytes(model_path),
-        size_after=model_size_bytes(output),
+        size_after=size_after,
         notes=tuple(notes),
         **fields,
     )

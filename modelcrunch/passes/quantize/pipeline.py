@@ -456,6 +456,8 @@ def quantize_model(
     if options.require_faster and not options.bench:
         raise ModelcrunchError("--require-faster needs the benchmark (drop --no-bench)")
     model = load_model(source)
+    # quantization reads every weight, and its working copies live in a temporary folder: in memory
+    ir.external_data.load_to_model(model)
     name_nodes(model)
     annotated = annotated_names(model)  # the source's own value_info survives; ours is dropped
     gates = (
