@@ -19,7 +19,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from modelcrunch.errors import EXIT_FAILURE, ModelcrunchError
+from modelcrunch.cli._guard import OptionError, check_options, describe_unexpected
+from modelcrunch.errors import EXIT_BAD_INPUT, EXIT_FAILURE, ModelcrunchError
 from modelcrunch.shapes import parse_shape_overrides
 
 # ---- shared option types -------------------------------------------------------------------
@@ -57,7 +58,10 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            check_options(kwargs)
             return func(*args, **kwargs)
+        except OptionError as exc:
+            raise fail(str(exc), EXIT_BAD_INPUT) from None
         except ModelcrunchError as exc:
             if kwargs.get("debug"):
                 raise
@@ -66,6 +70,13 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             raise fail("interrupted", 130) from None
         except MemoryError:
             raise fail("out of memory", EXIT_FAILURE) from None
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the promise: one line, never a traceback
+            if kwargs.get("debug"):
+                raise
+            message, code = describe_unexpected(exc)
+            raise fail(message, code) from None
 
     return wrapper
 
