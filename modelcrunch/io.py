@@ -1,7 +1,8 @@
 """Model I/O that never loses data.
 
 * ``load_model`` reads an ``.onnx`` file (and its external-data files) into an onnx-ir ``Model``
-  without materialising weights (onnx-ir tensors are lazy / memory-mapped), refuses external-data
+  (weights in external data are read into memory below protobuf's 2 GB limit, so that any copy
+  saved elsewhere is complete; larger models stay memory-mapped), refuses external-data
   references that escape the model's folder, and canonicalises the graph: weights held in
   ``Constant`` nodes — in the main graph and in every If/Loop/Scan subgraph — become initializers.
 * ``save_model`` writes atomically: the model is written into a temporary folder beside the
@@ -43,6 +44,19 @@ LIFT_SIZE_LIMIT = 0
 # --------------------------------------------------------------------------------------------
 # Walking every tensor of a ModelProto (initializers, Constant attributes, subgraphs, functions)
 # --------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def scratch_cwd() -> Iterator[None]:
+    """Run a third-party tool inside a temporary working directory, removed afterwards: ONNX
+    Runtime's symbolic shape inference drops ``sym_shape_infer_temp.onnx`` in the current one."""
+    previous = os.getcwd()
+    with tempfile.TemporaryDirectory(prefix="modelcrunch-cwd-") as tmp:
+        os.chdir(tmp)
+        try:
+            yield
+        finally:
+            os.chdir(previous)
 
 
 def node_subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
@@ -93,9 +107,21 @@ def _external_location(tensor: onnx.TensorProto) -> tuple[str, int, int | None] 
     if tensor.data_location != onnx.TensorProto.EXTERNAL:
         return None
     info = {entry.key: entry.value for entry in tensor.external_data}
-    offset = int(info.get("offset", 0) or 0)
-    length = int(info["length"]) if info.get("length") else None
-    return info.get("location", ""), offset, length
+    name = tensor.name or "<unnamed>"
+    location = info.get("location", "")
+    if "\0" in location or len(location) > 4096:
+        shown = location[:60].replace("\0", "\\0")
+        raise ModelcrunchError(f"tensor '{name}': malformed external data location '{shown}'")
+
+    def integer(key: str) -> int | None:
+        text = info.get(key)
+        if not text:
+            return None
+        if not text.isdigit() or len(text) > 18:
+            raise ModelcrunchError(f"tensor '{name}': external data {key} '{text[:40]}' is not a byte count")
+        return int(text)
+
+    return location, integer("offset") or 0, integer("length")
 
 
 def external_data_files(model: onnx.ModelProto, base_dir: Path) -> list[Path]:
@@ -184,7 +210,7 @@ def canonicalize(model: ir.Model) -> ir.Model:
     """Lift weights held in ``Constant`` nodes (main graph and subgraphs) into initializers."""
     if model.ir_version is not None and model.ir_version < 4:
         # Before IR v4 every initializer also had to be a graph input; leave such models alone.
-        logger.warning("IR version %s < 4: Constant weights are not lifted", model.ir_version)
+        logger.info("IR version %s < 4: Constant weights are not lifted", model.ir_version)
         return model
     LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=LIFT_SIZE_LIMIT)(model)
     return model
@@ -200,6 +226,11 @@ def load_model(path: str | os.PathLike, *, canonical: bool = True) -> ir.Model:
     except Exception as exc:  # noqa: BLE001 - onnx-ir raises many types on malformed graphs
         raise ModelcrunchError(f"{path}: malformed ONNX graph ({type(exc).__name__}: {exc})") from exc
     ir.external_data.set_base_dir(model.graph, str(path.parent))
+    if weight_bytes(model) <= EXTERNAL_DATA_THRESHOLD_BYTES:
+        # Weights in external data are read now: every copy the passes save to a temporary
+        # folder (a session's model, a capture, the reference) is then complete by itself.
+        # Larger models stay memory-mapped (no single protobuf could hold them anyway).
+        ir.external_data.load_to_model(model)
     return canonicalize(model) if canonical else model
 
 
@@ -248,7 +279,7 @@ def verify_model_file(path: Path, feed: Mapping[str, np.ndarray] | None = None) 
     options = ort.SessionOptions()
     if feed is None:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # fatal only: ORT's errors come back as exceptions (our one line)
     try:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001

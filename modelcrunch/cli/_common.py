@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -87,8 +88,24 @@ def shapes_option(values: list[str] | None) -> dict[str, list[int | str]]:
 
 def emit_json(document: Any) -> None:
     """Write one JSON document to stdout (nothing else may go to stdout with --json)."""
-    sys.stdout.write(json.dumps(document, indent=2, allow_nan=False, default=_json_default) + "\n")
+    text = json.dumps(_finite(document), indent=2, allow_nan=False, default=_json_default)
+    sys.stdout.write(text + "\n")
     sys.stdout.flush()
+
+
+def _finite(value: Any) -> Any:
+    """NaN and ±inf (a measurement that could not be made) become null: JSON has no such numbers."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # numpy scalars
+        return _finite(value.item())
+    if hasattr(value, "tolist"):
+        return _finite(value.tolist())
+    return value
 
 
 def _json_default(value: Any) -> Any:

@@ -50,6 +50,11 @@ app.command("factorize")(factorize.factorize_cmd)
 def main(argv: list[str] | None = None) -> None:
     """The console entry point: every usage error is one line (exit 2), Ctrl-C is "interrupted"."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_own_warnings)
+    import onnxruntime
+
+    onnxruntime.set_default_logger_severity(4)  # its errors come back as exceptions: one line
     try:
         code = app(args=argv, standalone_mode=False)
     except UsageError as exc:
@@ -61,6 +66,12 @@ def main(argv: list[str] | None = None) -> None:
     except (typer.Abort, KeyboardInterrupt):
         raise _one_line("interrupted", 130) from None
     raise SystemExit(code if isinstance(code, int) else 0)
+
+
+def _own_warnings(record: logging.LogRecord) -> bool:
+    """modelcrunch's warnings reach stderr; the libraries' (onnx-ir, ONNX Runtime's tools) only as
+    errors: they speak of their own internals, and an error is one line."""
+    return record.name.startswith("modelcrunch") or record.levelno >= logging.ERROR
 
 
 def _one_line(message: str, code: int) -> SystemExit:

@@ -11,7 +11,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from modelcrunch.data import Dataset
 from modelcrunch.errors import ModelcrunchError
@@ -23,8 +22,9 @@ from modelcrunch.passes.prune.repair import repair
 from modelcrunch.passes.prune.sparse_storage import store_sparse
 from modelcrunch.passes.prune.structured import StructuredOptions, ensure_node_names, prune_structured
 from modelcrunch.runtime.bench import benchmark
-from modelcrunch.runtime.feeds import synthesize_feeds
+from modelcrunch.runtime.feeds import check_dataset, synthesize_feeds
 from modelcrunch.runtime.fidelity import measure_fidelity
+from modelcrunch.runtime.session import make_session
 
 logger = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None] | None
@@ -98,7 +98,10 @@ def prune_file(
     before = rep.layer_stats(original)
     calib = list(calibration.batches(config.calib_batch)) if calibration is not None else None
     eval_data = evaluation or calibration
-    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    session = make_session(model_path)
+    for where, data in (("--calibration", calibration), ("--eval", evaluation)):
+        if data is not None:
+            check_dataset(session, data.samples, f"{where} {data.source}")
     fallback = synthesize_feeds(session, batch=config.bench_batch)
     notes: list[str] = []
     fields: dict = {}
