@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -168,6 +169,35 @@ def external_data_files(model: onnx.ModelProto, base_dir: Path) -> list[Path]:
     return list(files)
 
 
+def check_tensors(model: onnx.ModelProto) -> None:
+    """Raise ModelcrunchError for a tensor whose dims are negative or whose stored bytes do not
+    match its shape (a truncated or hand-edited file), before anything reads it."""
+    for tensor in iter_proto_tensors(model):
+        name = tensor.name or "<unnamed>"
+        if any(d < 0 for d in tensor.dims):
+            raise ModelcrunchError(f"tensor '{name}' has negative dims {list(tensor.dims)}")
+        if tensor.data_location == onnx.TensorProto.EXTERNAL or tensor.data_type == onnx.TensorProto.STRING:
+            continue
+        count = math.prod(tensor.dims)
+        try:
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
+        except (KeyError, ValueError, TypeError):
+            raise ModelcrunchError(f"tensor '{name}' has unknown data type {tensor.data_type}") from None
+        if tensor.HasField("raw_data"):
+            bits = 4 if dtype.itemsize == 1 and tensor.data_type in _FOUR_BIT else dtype.itemsize * 8
+            expected = (count * bits + 7) // 8
+            if len(tensor.raw_data) != expected:
+                raise ModelcrunchError(
+                    f"tensor '{name}' holds {len(tensor.raw_data)} bytes, its shape {list(tensor.dims)} "
+                    f"needs {expected} (truncated or corrupt)"
+                )
+
+
+_FOUR_BIT = {
+    getattr(onnx.TensorProto, n) for n in ("INT4", "UINT4", "FLOAT4E2M1") if hasattr(onnx.TensorProto, n)
+}
+
+
 def model_size_bytes(path: str | os.PathLike) -> int:
     """On-disk size of a model: the ``.onnx`` file plus every external-data file it references."""
     path = Path(path)
@@ -221,6 +251,7 @@ def load_model(path: str | os.PathLike, *, canonical: bool = True) -> ir.Model:
     path = Path(path)
     proto = _read_proto(path)
     external_data_files(proto, path.parent)
+    check_tensors(proto)
     try:
         model = ir.serde.deserialize_model(proto)
     except Exception as exc:  # noqa: BLE001 - onnx-ir raises many types on malformed graphs
@@ -375,6 +406,8 @@ def stage_model(
                 _refuse_input(dest, source, "output model")
         if dest.is_dir():
             raise ModelcrunchError(f"{dest}: is a folder; give a file path for the output model")
+        if dest.exists() and not dest.is_file():
+            raise ModelcrunchError(f"{dest}: exists and is not a regular file (a FIFO or device?)")
         if external_data is None:
             external_data = weight_bytes(model) > EXTERNAL_DATA_THRESHOLD_BYTES
         data_name = dest.name + ".data" if external_data else None

@@ -178,6 +178,15 @@ def make_session(
     return session
 
 
+def load_problem(model: str | os.PathLike) -> str | None:
+    """Why ONNX Runtime (CPU, no graph optimisation) refuses to load ``model``, or None when it loads."""
+    try:
+        make_session(model, optimization="disable")
+    except ModelcrunchError as exc:
+        return str(exc)
+    return None
+
+
 def run_checked(session: ort.InferenceSession, feed: Mapping[str, object], *, name: str = "model") -> list:
     """``session.run(None, feed)``, with ONNX Runtime's failures turned into one-line errors."""
     try:

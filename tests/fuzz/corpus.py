@@ -11,6 +11,7 @@ bombs, headers that lie), and option values out of range (NaN, inf, huge, negati
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import pickle
@@ -334,19 +335,26 @@ def _lying_header(p: Path) -> None:
         z.writestr("input.npy", blob)
 
 
-def _zip_bomb(p: Path) -> None:
-    """About 2 MB on disk, 2 GB of float32 zeros when decompressed."""
+@functools.cache
+def _zip_bomb_bytes() -> bytes:
+    """About 2 MB on disk, 2 GB of float32 zeros when decompressed (built once per process)."""
     n = 2 * 2**30 // (64 * 4)
     header = f"{{'descr': '<f4', 'fortran_order': False, 'shape': ({n}, 64), }}"
     header = header + " " * (63 - (len(header) + 10) % 64) + "\n"
     chunk = b"\0" * (64 * 2**20)
+    buf = io.BytesIO()
     with (
-        zipfile.ZipFile(p, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as z,
+        zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as z,
         z.open("input.npy", "w", force_zip64=True) as fh,
     ):
         fh.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode())
         for _ in range(n * 64 * 4 // len(chunk)):
             fh.write(chunk)
+    return buf.getvalue()
+
+
+def _zip_bomb(p: Path) -> None:
+    p.write_bytes(_zip_bomb_bytes())
 
 
 def _npy_bytes(arr: np.ndarray) -> bytes:
