@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -19,7 +20,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from modelcrunch.errors import EXIT_FAILURE, EXIT_GATE, ModelcrunchError
+from modelcrunch.cli._guard import OptionError, check_options, describe_unexpected
+from modelcrunch.errors import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_GATE, ModelcrunchError
 from modelcrunch.shapes import parse_shape_overrides
 
 # ---- shared option types -------------------------------------------------------------------
@@ -116,7 +118,10 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            check_options(kwargs)
             return func(*args, **kwargs)
+        except OptionError as exc:
+            raise fail(str(exc), EXIT_BAD_INPUT) from None
         except ModelcrunchError as exc:
             if kwargs.get("debug"):
                 raise
@@ -125,6 +130,13 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             raise fail("interrupted", 130) from None
         except MemoryError:
             raise fail("out of memory", EXIT_FAILURE) from None
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the promise: one line, never a traceback
+            if kwargs.get("debug"):
+                raise
+            message, code = describe_unexpected(exc)
+            raise fail(message, code) from None
 
     return wrapper
 
@@ -135,8 +147,24 @@ def shapes_option(values: list[str] | None) -> dict[str, list[int | str]]:
 
 def emit_json(document: Any) -> None:
     """Write one JSON document to stdout (nothing else may go to stdout with --json)."""
-    sys.stdout.write(json.dumps(document, indent=2, allow_nan=False, default=_json_default) + "\n")
+    text = json.dumps(_finite(document), indent=2, allow_nan=False, default=_json_default)
+    sys.stdout.write(text + "\n")
     sys.stdout.flush()
+
+
+def _finite(value: Any) -> Any:
+    """NaN and ±inf (a measurement that could not be made) become null: JSON has no such numbers."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # numpy scalars
+        return _finite(value.item())
+    if hasattr(value, "tolist"):
+        return _finite(value.tolist())
+    return value
 
 
 def _json_default(value: Any) -> Any:

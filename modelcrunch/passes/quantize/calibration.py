@@ -147,9 +147,11 @@ def load_feeds(
         ]
         return Feeds(samples, None, True, "synthesized")
     from modelcrunch.data import load_dataset
+    from modelcrunch.runtime.feeds import check_dataset
 
     dataset = load_dataset(path, input_names=names)
     samples = [{k: v for k, v in sample.items() if k in names} for sample in dataset.samples[:limit]]
+    check_dataset(session, samples, str(path))
     labels = None
     if dataset.labels:
         key = "label" if "label" in dataset.labels else sorted(dataset.labels)[0]

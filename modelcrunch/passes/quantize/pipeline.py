@@ -478,6 +478,8 @@ def quantize_model(
     if options.require_faster and not options.bench:
         raise ModelcrunchError("--require-faster needs the benchmark (drop --no-bench)")
     model = load_model(source)
+    # quantization reads every weight, and its working copies live in a temporary folder: in memory
+    ir.external_data.load_to_model(model)
     name_nodes(model)
     annotated = annotated_names(model)  # the source's own value_info survives; ours is dropped
     check_targets(options)
@@ -539,14 +541,14 @@ def quantize_model(
                     raise VerificationError(
                         f"{mode.value} quantization failed: {type(exc).__name__}: {exc}"
                     ) from exc
-                logger.warning("candidate %s failed: %s", mode.value, exc)
+                logger.info("candidate %s failed: %s", mode.value, exc)  # reported in the warnings
                 warnings.append(f"candidate {mode.value} failed ({type(exc).__name__}: {str(exc)[:120]})")
             finally:
                 if record is not None:  # only the first mode's reference run can use it
                     record.clear()
                     ws.record = None
         if not built:
-            raise VerificationError("every candidate mode failed; see the warnings above")
+            raise VerificationError("every candidate mode failed: " + "; ".join(warnings[-len(modes) :]))
 
         ratios: list[float | None] = [None] * len(built)
         bench_ms: tuple[float, list[float]] | None = None
