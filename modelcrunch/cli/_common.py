@@ -50,7 +50,7 @@ def _fraction(flag: str) -> typer.models.OptionInfo:
 
 
 TARGET_HELP = {
-    "--min-cosine": "cosine of each float output, worst channel group (default 0.99; embeddings per sample)",
+    "--min-cosine": "worst channel-group cosine (default 0.99 on generic outputs, per sample on embeddings)",
     "--min-top1-agreement": "top-1 agreement of class outputs along the class axis (default 0.99)",
     "--min-mask-iou": "per-sample mask IoU of probability maps, mean (default 0.985; worst: 0.085 less)",
     "--min-f1": "detection F1 against the original's decoded detections at IoU 0.5 (default 0.95)",

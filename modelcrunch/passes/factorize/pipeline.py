@@ -52,6 +52,8 @@ def factorize_file(
     fallback = synthesize_feeds(session, shapes=shapes, batch=1, seed=0)
     judge = make_judge(model_path, split, quality, fallback=[fallback], threads=threads)
 
+    grams: dict = {}  # the calibration statistics, collected once for every attempt
+
     def attempt(energy: float | None) -> tuple[tuple, Verdict]:
         model = load_model(model_path)
         policy = (
@@ -61,7 +63,7 @@ def factorize_file(
         )
         report = factorize(
             model, dataclasses.replace(config, policy=policy), split.calibration, shapes=shapes,
-            on_progress=on_progress,
+            on_progress=on_progress, gram_cache=grams,
         )  # fmt: skip
         return (model, report), judge(model)
 
