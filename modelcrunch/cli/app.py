@@ -50,6 +50,7 @@ app.command("factorize")(factorize.factorize_cmd)
 def main(argv: list[str] | None = None) -> None:
     """The console entry point: every usage error is one line (exit 2), Ctrl-C is "interrupted"."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    logging.captureWarnings(True)  # numpy's RuntimeWarnings and the like: through the filter below
     for handler in logging.getLogger().handlers:
         handler.addFilter(_own_warnings)
     import onnxruntime

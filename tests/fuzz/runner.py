@@ -183,6 +183,7 @@ def run_one(
         target=_child, args=(run.argv, str(cwd), str(tmp), str(out), str(err), memory), daemon=True
     )
     started = time.perf_counter()
+    time_limit = case.time_limit or time_limit
     process.start()
     process.join(time_limit)
     run.seconds = time.perf_counter() - started
