@@ -66,6 +66,8 @@ def main(argv: list[str] | None = None) -> None:
         raise _one_line(f"{exc.format_message()} (see '{command} --help')", EXIT_BAD_INPUT) from None
     except (typer.Abort, KeyboardInterrupt):
         raise _one_line("interrupted", 130) from None
+    if code == 130:  # typer turns a KeyboardInterrupt into Exit(130), silently
+        raise _one_line("interrupted", 130)
     raise SystemExit(code if isinstance(code, int) else 0)
 
 

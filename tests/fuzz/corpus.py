@@ -43,6 +43,7 @@ class Case:
     expect_ok: bool = False  # a valid case: every command must succeed
     fast: bool = False  # part of the slice run by the default test suite
     time_limit: float | None = None  # seconds, where the runner's default is too short for real work
+    interrupt_after: float | None = None  # send SIGINT (Ctrl-C) this many seconds into the run
 
 
 # ---- models -------------------------------------------------------------------------------------
@@ -513,6 +514,18 @@ def cases() -> list[Case]:
         Case("valid-unicode-path", _copy_mlp, model="m.onnx", output="ö ut x.onnx", expect_ok=True),
         Case("valid-overwrites-existing-output", _with_output(_copy_mlp, _existing_out), expect_ok=True),
         Case("valid-output-in-new-folder", _copy_mlp, output="new/sub/out.onnx", expect_ok=True),
+        # Ctrl-C part-way: exit 130 in one line, an existing -o untouched, nothing left behind
+        *[
+            Case(
+                f"interrupt-after-{t}s",
+                _with_output(_copy_mlp, _existing_out),
+                data="d.npz",
+                measure=True,
+                interrupt_after=t,
+                commands=("bench", "quantize", "prune", "factorize"),
+            )
+            for t in (0.5, 1.5, 3.0)
+        ],
         # output paths that name the input or one of its files
         Case("out-is-input", _copy_mlp, output="m.onnx", fast=True),
         Case("out-is-external-data", _external, output="m.onnx.data", fast=True),

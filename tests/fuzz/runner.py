@@ -128,7 +128,7 @@ def check(run: Run, case: Case, before: dict, after: dict, cwd: Path, tmp: Path)
     v = run.violations
     if run.code is None:
         return
-    if run.code not in (0, 1, 2, 3):
+    if run.code not in (0, 1, 2, 3) and not (run.code == 130 and case.interrupt_after is not None):
         v.append(f"exit code {run.code}")
     if case.expect_ok and run.code != 0:
         v.append(f"valid case failed with exit {run.code}")
@@ -185,6 +185,10 @@ def run_one(
     started = time.perf_counter()
     time_limit = case.time_limit or time_limit
     process.start()
+    if case.interrupt_after is not None:
+        process.join(case.interrupt_after)
+        if process.is_alive() and process.pid is not None:
+            os.kill(process.pid, signal.SIGINT)
     process.join(time_limit)
     run.seconds = time.perf_counter() - started
     if process.is_alive():
