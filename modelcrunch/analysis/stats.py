@@ -223,8 +223,8 @@ def _layer(node: ir.Node, table: ShapeTable, weights: _Weights) -> LayerStats | 
 
 
 def _file_size(path: Path, model: ir.Model) -> int:
-    """The .onnx file plus its external-data files (``load_model`` reads external weights into
-    memory, so the files are found from the file's own references)."""
+    """The .onnx file plus its external-data files (``io.model_size_bytes``: the loader may have read
+    the external weights into memory already, so the model's tensors no longer name their files)."""
     from modelcrunch.io import model_size_bytes
 
     return model_size_bytes(path)

@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from modelcrunch.cli._guard import OptionError, check_options, describe_unexpected
-from modelcrunch.errors import EXIT_BAD_INPUT, EXIT_FAILURE, ModelcrunchError
+from modelcrunch.errors import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_GATE, ModelcrunchError
 from modelcrunch.shapes import parse_shape_overrides
 
 # ---- shared option types -------------------------------------------------------------------
@@ -39,6 +39,65 @@ OverwriteInputOpt = Annotated[
 ]
 EvalOpt = Annotated[Path | None, typer.Option("--eval", help="Held-out data for the fidelity report.")]
 NoMeasureOpt = Annotated[bool, typer.Option("--no-measure", help="Skip fidelity and latency measurement.")]
+
+
+# ---- the quality judge's options (quantize, prune, factorize; runtime/judge.py) ---------------
+def _fraction(flag: str) -> typer.models.OptionInfo:
+    return typer.Option(flag, help=f"Task target: {TARGET_HELP[flag]} (0 switches the default off).")
+
+
+TARGET_HELP = {
+    "--min-cosine": "cosine of each float output, worst channel group (default 0.99; embeddings per sample)",
+    "--min-top1-agreement": "top-1 agreement of class outputs along the class axis (default 0.99)",
+    "--min-mask-iou": "per-sample mask IoU of probability maps, mean (default 0.985; worst: 0.085 less)",
+    "--min-f1": "detection F1 against the original's decoded detections at IoU 0.5 (default 0.95)",
+    "--min-string-agreement": "share of CTC-decoded strings identical to the original's (default 0.95)",
+    "--min-decision-agreement": "scalar scores' decisions at 0.5 that agree (default 0.99)",
+}
+MinCosineOpt = Annotated[float | None, _fraction("--min-cosine")]
+MinTop1Opt = Annotated[float | None, _fraction("--min-top1-agreement")]
+MinMaskIouOpt = Annotated[float | None, _fraction("--min-mask-iou")]
+MinF1Opt = Annotated[float | None, _fraction("--min-f1")]
+MinStringsOpt = Annotated[float | None, _fraction("--min-string-agreement")]
+MinDecisionsOpt = Annotated[float | None, _fraction("--min-decision-agreement")]
+MaxDropOpt = Annotated[
+    float | None, typer.Option("--max-drop", help="Task target: accuracy drop in points (needs labels).")
+]
+OutputKindOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--output-kind",
+        help="Judge output NAME as KIND: detection[:yolov8|yolov5|nms], classes, sequence, embedding, map, "
+        "scalar, generic (repeatable; overrides the inference).",
+    ),
+]
+TaskOpt = Annotated[
+    str | None, typer.Option("--task", help="The kind of every output not named by --output-kind.")
+]
+MetricOpt = Annotated[
+    str | None,
+    typer.Option("--metric", help="Your own task figure: module:function or file.py:function (see README)."),
+]
+KeepBestOpt = Annotated[
+    bool, typer.Option("--keep-best", help="Write the best model even when it misses the target (exit 3).")
+]
+HoldoutOpt = Annotated[
+    float,
+    typer.Option(
+        "--holdout", help="Share of --calibration held out for the verdict when no --eval is given (0: none)."
+    ),
+]
+ReferenceOpt = Annotated[
+    Path | None,
+    typer.Option("--reference", help="Judge against this model (the true original of a chained step)."),
+]
+
+
+def exit_missed(passed: bool, summary: str) -> None:
+    """After the report is rendered: exit 3 with one line when the quality target was missed."""
+    if not passed:
+        raise fail(summary, EXIT_GATE)
+
 
 stdout = Console(highlight=False, soft_wrap=False)
 if not stdout.is_terminal and "COLUMNS" not in os.environ:
