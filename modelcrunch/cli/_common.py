@@ -179,7 +179,7 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
                 raise
             raise fail(str(exc).replace("\n", " "), exc.exit_code) from None
         except KeyboardInterrupt:
-            raise fail("interrupted", 130) from None
+            raise  # the entry point says "interrupted" (exit 130), wherever the interrupt came
         except MemoryError:
             raise fail("out of memory", EXIT_FAILURE) from None
         except (typer.Exit, typer.Abort, SystemExit):
