@@ -32,6 +32,10 @@ ShapeOpt = Annotated[
     list[str] | None,
     typer.Option("--shape", help="Fix an input's dynamic dims: NAME=1x3x224x224 (repeatable)."),
 ]
+BatchOpt = Annotated[
+    int | None,
+    typer.Option(min=1, help="Set every input's first symbolic dim (e.g. batch) to N."),
+]
 OverwriteInputOpt = Annotated[
     bool, typer.Option("--overwrite-input", help="Allow -o to name the input model itself.")
 ]

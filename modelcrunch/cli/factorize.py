@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from modelcrunch.cli._common import (
+    BatchOpt,
     DebugOpt,
     EvalOpt,
     JsonOpt,
@@ -61,6 +62,7 @@ def factorize_cmd(
     no_measure: NoMeasureOpt = False,
     threads: Annotated[int | None, Opt(help="Threads for the measurements.")] = None,
     shape: ShapeOpt = None,
+    batch: BatchOpt = None,
     overwrite_input: OverwriteInputOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -88,6 +90,7 @@ def factorize_cmd(
             measure_results=not no_measure,
             threads=threads,
             shapes=shapes_option(shape),
+            batch=batch,
             on_progress=on_progress,
         )
     if json_out:

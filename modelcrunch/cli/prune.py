@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from modelcrunch.cli._common import (
+    BatchOpt,
     DebugOpt,
     EvalOpt,
     JsonOpt,
@@ -16,9 +17,11 @@ from modelcrunch.cli._common import (
     OutputOpt,
     OverwriteInputOpt,
     QuietOpt,
+    ShapeOpt,
     emit_json,
     handle_errors,
     progress_bar,
+    shapes_option,
     stdout,
 )
 from modelcrunch.data import load_dataset
@@ -57,6 +60,8 @@ def prune_cmd(
     sparse_storage: Annotated[bool, Opt("--sparse-storage", help="Store sparse weights sparsely.")] = False,
     no_measure: NoMeasureOpt = False,
     threads: Annotated[int | None, Opt(help="Threads for the latency measurement.")] = None,
+    shape: ShapeOpt = None,
+    batch: BatchOpt = None,
     overwrite_input: OverwriteInputOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -87,6 +92,8 @@ def prune_cmd(
         repair=not no_repair,
         measure=not no_measure,
         threads=threads,
+        shapes=shapes_option(shape),
+        batch=batch,
     )
     calib = load_dataset(calibration) if calibration else None
     evaluation = load_dataset(eval_data) if eval_data else None

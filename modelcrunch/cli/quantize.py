@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from modelcrunch.cli._common import (
+    BatchOpt,
     DebugOpt,
     JsonOpt,
     ModelArg,
@@ -121,6 +122,7 @@ def quantize_cmd(
     eval_samples: Annotated[int, typer.Option(min=1, help="Fidelity samples used at most.")] = 256,
     provider: Annotated[str, typer.Option(help="Execution provider for measurements.")] = "cpu",
     shape: ShapeOpt = None,
+    batch: BatchOpt = None,
     overwrite_input: OverwriteInputOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -167,6 +169,7 @@ def quantize_cmd(
             evaluation=eval_data,
             overwrite_input=overwrite_input,
             shapes=shapes_option(shape),
+            batch=batch,
             on_progress=on_progress,
         )
     if not quiet:

@@ -14,6 +14,7 @@ from modelcrunch.runtime.bench import benchmark
 from modelcrunch.runtime.feeds import synthesize_feeds
 from modelcrunch.runtime.fidelity import measure_fidelity
 from modelcrunch.runtime.session import make_session
+from modelcrunch.shapes import with_data_shapes
 
 
 def measure(
@@ -23,6 +24,7 @@ def measure(
     evaluation: Dataset | None,
     threads: int | None = None,
     shapes: dict | None = None,
+    batch: int | None = None,
     time_budget_s: float = 5.0,
     on_progress: ProgressFn | None = None,
 ) -> tuple[dict, dict]:
@@ -35,7 +37,9 @@ def measure(
         feeds = list(evaluation.batches(32))
         labels = evaluation.labels.get("label")
     else:
-        feeds = [synthesize_feeds(make_session(source, threads=threads), shapes=shapes, batch=1, seed=0)]
+        feeds = [
+            synthesize_feeds(make_session(source, threads=threads), shapes=shapes, batch=batch or 1, seed=0)
+        ]
         labels = None
     fidelity = measure_fidelity(source, output, feeds, labels=labels, threads=threads)
     bench = benchmark(
@@ -60,11 +64,15 @@ def factorize_file(
     measure_results: bool = True,
     threads: int | None = None,
     shapes: dict | None = None,
+    batch: int | None = None,
     on_progress: ProgressFn | None = None,
 ) -> FactorizeReport:
     model_path, output = Path(model_path), Path(output)
     model = load_model(model_path)
-    report = factorize(model, config, calibration, shapes=shapes, on_progress=on_progress)
+    data = calibration or evaluation
+    declared = {v.name: v.shape for v in model.graph.inputs}
+    analysis_shapes = with_data_shapes(shapes, declared, data.samples if data is not None else None)
+    report = factorize(model, config, calibration, shapes=analysis_shapes, on_progress=on_progress)
     saved = save_model(model, output, source=model_path, overwrite_input=overwrite_input)
     extra = {"model": str(model_path), "output": str(saved.path), "output_size_bytes": saved.size_bytes}
     report = dataclasses.replace(report, extra=extra)
@@ -76,6 +84,7 @@ def factorize_file(
         evaluation=evaluation or calibration,
         threads=threads,
         shapes=shapes,
+        batch=batch,
         on_progress=on_progress,
     )
     return dataclasses.replace(report, fidelity=fidelity, benchmark=bench)

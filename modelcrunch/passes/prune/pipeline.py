@@ -25,6 +25,7 @@ from modelcrunch.passes.prune.structured import StructuredOptions, ensure_node_n
 from modelcrunch.runtime.bench import benchmark
 from modelcrunch.runtime.feeds import synthesize_feeds
 from modelcrunch.runtime.fidelity import measure_fidelity
+from modelcrunch.shapes import with_data_shapes
 
 logger = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None] | None
@@ -51,6 +52,8 @@ class PruneConfig:
     bench_batch: int = 1
     threads: int | None = None
     bench_seconds: float = 4.0
+    shapes: dict[str, list[int | str]] | None = None  # --shape: open input dims fixed (data fills the rest)
+    batch: int | None = None  # --batch: the first symbolic dim of synthesized inputs
 
     @property
     def mode(self) -> str:
@@ -95,15 +98,24 @@ def prune_file(
     original, model = load_model(model_path), load_model(model_path)
     ensure_node_names(original)
     ensure_node_names(model)
-    before = rep.layer_stats(original)
     calib = list(calibration.batches(config.calib_batch)) if calibration is not None else None
     eval_data = evaluation or calibration
     session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-    fallback = synthesize_feeds(session, batch=config.bench_batch)
+    declared = {i.name: i.shape for i in session.get_inputs()}
+    # shape-dependent analysis sees the data's dims; synthesized inputs only without data
+    shapes = with_data_shapes(config.shapes, declared, eval_data.samples if eval_data is not None else None)
+    fallback = (
+        synthesize_feeds(session, shapes=config.shapes, batch=config.batch or config.bench_batch)
+        if eval_data is None
+        else {}
+    )
+    before = rep.layer_stats(original, shapes)
     notes: list[str] = []
     fields: dict = {}
     if config.structured is not None:
-        decisions = prune_structured(model, config.structured, calibration=calib, on_progress=on_progress)
+        decisions = prune_structured(
+            model, config.structured, calibration=calib, on_progress=on_progress, input_shapes=shapes
+        )
         pruned = [d for d in decisions if d.kept is not None and len(d.kept) < d.group.size]
         fields["groups_total"] = len(decisions)
         fields["groups_pruned"] = len(pruned)
@@ -136,7 +148,7 @@ def prune_file(
             )
         )
         notes.append(DENSE_NOTE)
-    after = rep.layer_stats(model)
+    after = rep.layer_stats(model, shapes)
     save_model(model, output, source=model_path, overwrite_input=overwrite_input)
     if config.sparse_storage:
         fields["sparse_storage"] = store_sparse(output)

@@ -449,6 +449,7 @@ def quantize_model(
     evaluation: Path | None = None,
     overwrite_input: bool = False,
     shapes: Mapping[str, list[int | str]] | None = None,
+    batch: int | None = None,
     on_progress: Progress = None,
 ) -> QuantizeReport:
     """Quantize ``source`` into ``output`` (see the module docstring); raises GateFailed on a missed gate."""
@@ -480,9 +481,11 @@ def quantize_model(
                 "--min-top1-agreement: no output of this model has classes on its last axis "
                 "(float, rank >= 2); use --min-cosine"
             )
-        calib = load_feeds(calibration, session, limit=options.max_calibration_samples, shapes=shapes)
+        calib = load_feeds(
+            calibration, session, limit=options.max_calibration_samples, shapes=shapes, batch=batch
+        )
         evals = (
-            load_feeds(evaluation, session, limit=options.max_eval_samples, shapes=shapes)
+            load_feeds(evaluation, session, limit=options.max_eval_samples, shapes=shapes, batch=batch)
             if evaluation is not None
             else calib.head(options.max_eval_samples)
         )
