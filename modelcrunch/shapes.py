@@ -64,3 +64,12 @@ def with_data_shapes(
     merged = data_shapes(model_inputs, samples or [])
     merged.update(shapes or {})
     return merged
+
+
+def data_batch(model_inputs: dict[str, object], wanted: int) -> int:
+    """How many one-sample feeds to stack per run: ``wanted``, unless an input fixes its leading dim
+    (a model exported with batch 1 takes its samples one at a time)."""
+    for dims in model_inputs.values():
+        if dims is not None and len(dims) and isinstance(dims[0], int) and dims[0] > 0:
+            return int(dims[0])
+    return wanted

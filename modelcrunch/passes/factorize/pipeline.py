@@ -14,7 +14,7 @@ from modelcrunch.runtime.bench import benchmark
 from modelcrunch.runtime.feeds import synthesize_feeds
 from modelcrunch.runtime.fidelity import measure_fidelity
 from modelcrunch.runtime.session import make_session
-from modelcrunch.shapes import with_data_shapes
+from modelcrunch.shapes import data_batch, with_data_shapes
 
 
 def measure(
@@ -34,7 +34,8 @@ def measure(
     inputs; latency is the shared interleaved benchmark on one batch of the same inputs.
     """
     if evaluation is not None and len(evaluation):
-        feeds = list(evaluation.batches(32))
+        inputs = {i.name: i.shape for i in make_session(source, threads=threads).get_inputs()}
+        feeds = list(evaluation.batches(data_batch(inputs, 32)))
         labels = evaluation.labels.get("label")
     else:
         feeds = [
@@ -72,6 +73,10 @@ def factorize_file(
     data = calibration or evaluation
     declared = {v.name: v.shape for v in model.graph.inputs}
     analysis_shapes = with_data_shapes(shapes, declared, data.samples if data is not None else None)
+    fixed = {
+        name: [d if isinstance(d, int) else None for d in dims] for name, dims in declared.items() if dims
+    }
+    config = dataclasses.replace(config, batch_size=data_batch(fixed, config.batch_size))
     report = factorize(model, config, calibration, shapes=analysis_shapes, on_progress=on_progress)
     saved = save_model(model, output, source=model_path, overwrite_input=overwrite_input)
     extra = {"model": str(model_path), "output": str(saved.path), "output_size_bytes": saved.size_bytes}

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from modelcrunch.analysis.quantized import optimized_layers, summary
 from modelcrunch.data import Dataset
 from modelcrunch.errors import ModelcrunchError
 from modelcrunch.io import load_model, model_size_bytes, save_model
@@ -25,7 +26,7 @@ from modelcrunch.passes.prune.structured import StructuredOptions, ensure_node_n
 from modelcrunch.runtime.bench import benchmark
 from modelcrunch.runtime.feeds import synthesize_feeds
 from modelcrunch.runtime.fidelity import measure_fidelity
-from modelcrunch.shapes import with_data_shapes
+from modelcrunch.shapes import data_batch, with_data_shapes
 
 logger = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None] | None
@@ -98,10 +99,11 @@ def prune_file(
     original, model = load_model(model_path), load_model(model_path)
     ensure_node_names(original)
     ensure_node_names(model)
-    calib = list(calibration.batches(config.calib_batch)) if calibration is not None else None
     eval_data = evaluation or calibration
     session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
     declared = {i.name: i.shape for i in session.get_inputs()}
+    batch = data_batch(declared, config.calib_batch)  # a fixed batch dim: samples one run each
+    calib = list(calibration.batches(batch)) if calibration is not None else None
     # shape-dependent analysis sees the data's dims; synthesized inputs only without data
     shapes = with_data_shapes(config.shapes, declared, eval_data.samples if eval_data is not None else None)
     fallback = (
@@ -112,6 +114,10 @@ def prune_file(
     before = rep.layer_stats(original, shapes)
     notes: list[str] = []
     fields: dict = {}
+    # already-quantized layers are left alone (half-precision weights prune like float32 ones)
+    optimized = [layer for layer in optimized_layers(original) if layer.form != "half"]
+    if optimized:
+        notes.append(f"{summary(optimized)}: left alone (prune the float model, then quantize)")
     if config.structured is not None:
         decisions = prune_structured(
             model, config.structured, calibration=calib, on_progress=on_progress, input_shapes=shapes
@@ -123,12 +129,15 @@ def prune_file(
             rep.SkippedGroup(tuple(d.group.producers), d.group.size, d.reason)
             for d in decisions
             if d.kept is None
+        ) + tuple(
+            rep.SkippedGroup(
+                (layer.name,), 0, f"already quantized: {layer.detail}; prune the float model first"
+            )
+            for layer in optimized
         )
         if calib is not None and config.repair and pruned:
             if config.measure:
-                fields["fidelity_before_repair"] = _fidelity(
-                    original, model, eval_data, config.calib_batch, fallback
-                )
+                fields["fidelity_before_repair"] = _fidelity(original, model, eval_data, batch, fallback)
             fields["repaired"] = tuple(repair(original, model, decisions, calib, on_progress=on_progress))
         elif calib is None:
             notes.append("no --calibration: layers were not repaired")
@@ -153,7 +162,7 @@ def prune_file(
     if config.sparse_storage:
         fields["sparse_storage"] = store_sparse(output)
     if config.measure:
-        fields["fidelity"] = _fidelity(model_path, output, eval_data, config.calib_batch, fallback)
+        fields["fidelity"] = _fidelity(model_path, output, eval_data, batch, fallback)
         if evaluation is None and calibration is not None:
             notes.append("fidelity measured on the calibration data (pass --eval DATA for held-out data)")
         feed = next(iter(eval_data.batches(config.bench_batch))) if eval_data is not None else fallback

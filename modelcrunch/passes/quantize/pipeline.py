@@ -45,6 +45,7 @@ from modelcrunch.passes.quantize.calibration import (
 )
 from modelcrunch.passes.quantize.channels import worst_channel_error
 from modelcrunch.passes.quantize.config import DYNAMIC_OP_TYPES, Mode, QuantizeOptions
+from modelcrunch.passes.quantize.existing import find_existing, restrict_options, unchanged_report
 from modelcrunch.passes.quantize.report import (
     Candidate,
     ExcludedNode,
@@ -458,6 +459,13 @@ def quantize_model(
         raise ModelcrunchError("--require-faster needs the benchmark (drop --no-bench)")
     model = load_model(source)
     name_nodes(model)
+    existing = find_existing(model)  # already quantized: never a second quantization (existing.py)
+    if existing.quantized and not existing.floats:
+        return unchanged_report(
+            source, output, model, existing, options, overwrite_input=overwrite_input, started=started
+        )
+    if existing.quantized:
+        options = restrict_options(options, existing)
     annotated = annotated_names(model)  # the source's own value_info survives; ours is dropped
     gates = (
         options.min_cosine,
@@ -469,6 +477,8 @@ def quantize_model(
     gated = any(g is not None for g in gates)  # a target the user gave fails the run when missed
     options = with_default_targets(options, model)
     warnings: list[str] = []
+    if existing.quantized:
+        warnings.append(f"{existing.note()}: only those are quantized (--mode {options.mode.value})")
     with tempfile.TemporaryDirectory(prefix="modelcrunch-quantize-") as tmp:
         work = Path(tmp)
         reference = work / "reference.onnx"
