@@ -29,6 +29,7 @@ from modelcrunch.passes.prune.nm import parse_pattern
 from modelcrunch.passes.prune.pipeline import PruneConfig, prune_file
 from modelcrunch.passes.prune.structured import StructuredOptions
 from modelcrunch.render.prune import render_prune
+from modelcrunch.runtime.kernels import conv_channel_multiple
 
 Opt = typer.Option
 
@@ -47,7 +48,14 @@ def prune_cmd(
     min_keep_ratio: Annotated[
         float, Opt(help="Global structured: keep at least this share per group.")
     ] = 0.1,
-    round_to: Annotated[int, Opt(help="Round kept channel counts up to a multiple of this.")] = 1,
+    round_to: Annotated[
+        int | None,
+        Opt(
+            help="Round kept channel counts up to a multiple of this "
+            "(default: the CPU Conv kernels' block, 16 with AVX-512, 8 with AVX2; 1 = exact ratio).",
+            show_default=False,
+        ),
+    ] = None,
     heads: Annotated[bool, Opt("--heads", help="Structured: also prune whole attention heads.")] = False,
     exclude: Annotated[list[str] | None, Opt(help="Node/initializer name or op type to leave alone.")] = None,
     calibration: Annotated[Path | None, Opt(help="Calibration data (.npz or folder) for repair.")] = None,
@@ -76,7 +84,7 @@ def prune_cmd(
             importance=importance,
             min_channels=min_channels,
             min_keep_ratio=min_keep_ratio,
-            round_to=round_to,
+            round_to=round_to if round_to is not None else conv_channel_multiple(),
             heads=heads,
             exclude=excluded,
         )

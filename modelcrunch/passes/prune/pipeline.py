@@ -77,6 +77,24 @@ def _fidelity(reference, candidate, data: Dataset | None, batch: int, fallback: 
     return measure_fidelity(reference, candidate, feeds, labels=_labels(data))
 
 
+#: A pruned model whose latency ratio is at least this is "not measurably faster".
+NOT_FASTER = 0.98
+
+
+def _speed_notes(latency, round_to: int) -> list[str]:  # noqa: ANN001 - runtime.bench.BenchResult
+    """A note when structured pruning did not make the model measurably faster."""
+    base, new = latency.models
+    ratio = new.latency.p50_ms / base.latency.p50_ms
+    if ratio < NOT_FASTER:
+        return []
+    hint = (
+        "channel counts off the CPU kernels' block run slower kernels: drop --round-to 1"
+        if round_to == 1
+        else "a larger --ratio, or other layers, may pay; this model is no faster as it is"
+    )
+    return [f"the pruned model is NOT faster than the original (latency ×{ratio:.2f}): {hint}"]
+
+
 def prune_file(
     model_path: str | os.PathLike,
     output: str | os.PathLike,
@@ -173,6 +191,8 @@ def prune_file(
             time_budget_s=config.bench_seconds,
             on_progress=on_progress,
         )
+        if config.structured is not None:
+            notes += _speed_notes(fields["latency"], config.structured.round_to)
     options = {k: v for k, v in asdict(config).items() if k != "structured"}
     if config.structured is not None:
         options["structured"] = asdict(config.structured)
