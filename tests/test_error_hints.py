@@ -117,8 +117,8 @@ def _mentions() -> dict[str, list[tuple[int, str, str]]]:
     for name, tree in _modules().items():
         docs = _is_docstring_or_help(tree)
         for line, text in _strings(tree):
-            if line in docs:
-                continue
+            if line in docs or OPTION.fullmatch(text.strip()):
+                continue  # a bare "--flag" names an option where it is declared, not in a message
             for match in OPTION.finditer(text):
                 found.setdefault(name, []).append((line, f"--{match.group(1)}", text))
     return found

@@ -223,17 +223,11 @@ def _layer(node: ir.Node, table: ShapeTable, weights: _Weights) -> LayerStats | 
 
 
 def _file_size(path: Path, model: ir.Model) -> int:
-    """The .onnx file plus its external-data files (as ``io.model_size_bytes``, without re-parsing).
+    """The .onnx file plus its external-data files (``io.model_size_bytes``: the loader may have read
+    the external weights into memory already, so the model's tensors no longer name their files)."""
+    from modelcrunch.io import model_size_bytes
 
-    ``load_model`` already checked that every external-data file exists inside the model's folder.
-    """
-    files = {
-        Path(t.base_dir, t.location).resolve()
-        for graph in model.graphs()
-        for v in graph.initializers.values()
-        if isinstance(t := v.const_value, ir.ExternalTensor)
-    }
-    return path.stat().st_size + sum(f.stat().st_size for f in files)
+    return model_size_bytes(path)
 
 
 def _ir_shape(value: ir.Value) -> Shape | None:

@@ -7,11 +7,11 @@ import os
 from pathlib import Path
 
 from modelcrunch.data import Dataset
-from modelcrunch.io import load_model, save_model
+from modelcrunch.io import load_model, stage_model
 from modelcrunch.passes.factorize.core import FactorizeConfig, ProgressFn, factorize
 from modelcrunch.passes.factorize.report import FactorizeReport
 from modelcrunch.runtime.bench import benchmark
-from modelcrunch.runtime.feeds import synthesize_feeds
+from modelcrunch.runtime.feeds import check_dataset, synthesize_feeds
 from modelcrunch.runtime.fidelity import measure_fidelity
 from modelcrunch.runtime.session import make_session
 from modelcrunch.shapes import data_batch, with_data_shapes
@@ -70,6 +70,10 @@ def factorize_file(
 ) -> FactorizeReport:
     model_path, output = Path(model_path), Path(output)
     model = load_model(model_path)
+    session = make_session(model_path, threads=threads)  # a model ONNX Runtime rejects fails here
+    for where, data in (("--calibration", calibration), ("--eval", evaluation)):
+        if data is not None:
+            check_dataset(session, data.samples, f"{where} {data.source}")
     data = calibration or evaluation
     declared = {v.name: v.shape for v in model.graph.inputs}
     analysis_shapes = with_data_shapes(shapes, declared, data.samples if data is not None else None)
@@ -78,18 +82,21 @@ def factorize_file(
     }
     config = dataclasses.replace(config, batch_size=data_batch(fixed, config.batch_size))
     report = factorize(model, config, calibration, shapes=analysis_shapes, on_progress=on_progress)
-    saved = save_model(model, output, source=model_path, overwrite_input=overwrite_input)
-    extra = {"model": str(model_path), "output": str(saved.path), "output_size_bytes": saved.size_bytes}
+    # staged beside ``output`` and measured there; it takes the name last (nothing written on failure)
+    staged = stage_model(model, output, source=model_path, overwrite_input=overwrite_input)
+    extra = {"model": str(model_path), "output": str(output), "output_size_bytes": staged.size_bytes}
     report = dataclasses.replace(report, extra=extra)
     if not measure_results:
+        staged.commit()
         return report
     fidelity, bench = measure(
         model_path,
-        saved.path,
+        staged.path,
         evaluation=evaluation or calibration,
         threads=threads,
         shapes=shapes,
         batch=batch,
         on_progress=on_progress,
     )
+    staged.commit()
     return dataclasses.replace(report, fidelity=fidelity, benchmark=bench)

@@ -11,12 +11,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from modelcrunch.analysis.quantized import optimized_layers, summary
 from modelcrunch.data import Dataset
 from modelcrunch.errors import ModelcrunchError
-from modelcrunch.io import load_model, model_size_bytes, save_model
+from modelcrunch.io import load_model, model_size_bytes, stage_model
 from modelcrunch.passes.prune import report as rep
 from modelcrunch.passes.prune.magnitude import magnitude_prune
 from modelcrunch.passes.prune.nm import nm_prune
@@ -24,8 +23,9 @@ from modelcrunch.passes.prune.repair import repair
 from modelcrunch.passes.prune.sparse_storage import store_sparse
 from modelcrunch.passes.prune.structured import StructuredOptions, ensure_node_names, prune_structured
 from modelcrunch.runtime.bench import benchmark
-from modelcrunch.runtime.feeds import synthesize_feeds
+from modelcrunch.runtime.feeds import check_dataset, synthesize_feeds
 from modelcrunch.runtime.fidelity import measure_fidelity
+from modelcrunch.runtime.session import make_session
 from modelcrunch.shapes import data_batch, with_data_shapes
 
 logger = logging.getLogger(__name__)
@@ -118,7 +118,10 @@ def prune_file(
     ensure_node_names(original)
     ensure_node_names(model)
     eval_data = evaluation or calibration
-    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    session = make_session(model_path)
+    for where, data in (("--calibration", calibration), ("--eval", evaluation)):
+        if data is not None:
+            check_dataset(session, data.samples, f"{where} {data.source}")
     declared = {i.name: i.shape for i in session.get_inputs()}
     batch = data_batch(declared, config.calib_batch)  # a fixed batch dim: samples one run each
     calib = list(calibration.batches(batch)) if calibration is not None else None
@@ -176,16 +179,18 @@ def prune_file(
         )
         notes.append(DENSE_NOTE)
     after = rep.layer_stats(model, shapes)
-    save_model(model, output, source=model_path, overwrite_input=overwrite_input)
+    # staged beside ``output`` and measured there; it takes the name last (nothing written on failure)
+    staged = stage_model(model, output, source=model_path, overwrite_input=overwrite_input)
+    written = staged.path
     if config.sparse_storage:
-        fields["sparse_storage"] = store_sparse(output)
+        fields["sparse_storage"] = store_sparse(written)
     if config.measure:
-        fields["fidelity"] = _fidelity(model_path, output, eval_data, batch, fallback)
+        fields["fidelity"] = _fidelity(model_path, written, eval_data, batch, fallback)
         if evaluation is None and calibration is not None:
             notes.append("fidelity measured on the calibration data (pass --eval DATA for held-out data)")
         feed = next(iter(eval_data.batches(config.bench_batch))) if eval_data is not None else fallback
         fields["latency"] = benchmark(
-            [model_path, output],
+            [model_path, written],
             feed,
             threads=config.threads,
             time_budget_s=config.bench_seconds,
@@ -196,6 +201,8 @@ def prune_file(
     options = {k: v for k, v in asdict(config).items() if k != "structured"}
     if config.structured is not None:
         options["structured"] = asdict(config.structured)
+    size_after = model_size_bytes(written)
+    staged.commit()
     return rep.PruneReport(
         model=str(model_path),
         output=str(output),
@@ -203,7 +210,7 @@ def prune_file(
         options=options,
         layers=rep.compare_layers(before, after),
         size_before=model_size_bytes(model_path),
-        size_after=model_size_bytes(output),
+        size_after=size_after,
         notes=tuple(notes),
         **fields,
     )
