@@ -53,6 +53,7 @@ test images.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
@@ -62,6 +63,7 @@ import sysconfig
 from collections.abc import Callable
 from pathlib import Path
 
+import corpus_data  # noqa: E402 - scripts/ is on sys.path when run as a script
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
@@ -601,6 +603,10 @@ def _groups(dest: Path) -> dict[str, tuple[list[Path], Callable[[], list[Path]]]
         "rapidocr": (files(dest / RAPIDOCR, [DET, REC, CLS]), lambda: _write_rapidocr(dest / RAPIDOCR)),
         "magika": (files(dest / "magika", ["model"]), lambda: _write_magika(dest / "magika")),
         "nudenet": (files(dest / "nudenet", ["320n"]), lambda: _write_nudenet(dest / "nudenet")),
+        **{
+            name: (paths, functools.partial(_write_corpus, dest, name))
+            for name, paths in corpus_data.outputs(dest).items()
+        },
     }
 
 
@@ -655,6 +661,19 @@ def _write_magika(folder: Path) -> list[Path]:
         "types": [labels[i] for i in test["label"].tolist()],
     }
     return _write(folder, "model", calib, test, truth)
+
+
+def _write_corpus(dest: Path, name: str) -> list[Path]:
+    """One model of the wider corpus (``corpus_data.py``); caustic's tables bound its categories."""
+    limits = {}
+    graph = dest / "caustic-nmr" / "best_v2_carbons.onnx"
+    if name == "caustic" and graph.is_file():
+        import onnx_ir as ir
+
+        from modelcrunch.runtime.feeds import index_limits
+
+        limits["caustic"] = index_limits(ir.load(graph))
+    return corpus_data.write(dest, name, font_names(), limits)
 
 
 def _write_nudenet(folder: Path) -> list[Path]:

@@ -21,6 +21,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from modelcrunch.cli._guard import OptionError, check_options, describe_unexpected
+from modelcrunch.cli._progress import PlainProgress
 from modelcrunch.errors import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_GATE, ModelcrunchError
 from modelcrunch.shapes import parse_shape_overrides
 
@@ -188,10 +189,14 @@ ProgressFn = Callable[[str, int, int], None]
 def progress_bar(quiet: bool) -> Iterator[ProgressFn | None]:
     """A ``(description, done, total)`` callback drawing a rich bar on stderr, or None.
 
-    Off with --quiet and whenever stderr is not a terminal (CI logs, pipes).
+    Off with --quiet. When stderr is not a terminal (CI logs, pipes): plain periodic lines with an
+    ETA instead (``cli/_progress.py``).
     """
-    if quiet or not stderr.is_terminal:
+    if quiet:
         yield None
+        return
+    if not stderr.is_terminal:
+        yield PlainProgress(sys.stderr)
         return
     with Progress(
         TextColumn("{task.description}"),
