@@ -327,6 +327,18 @@ def _vad_frames(rng: np.random.Generator) -> dict[str, np.ndarray]:
     }
 
 
+def _silero_chunk(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """silero-vad's ``OnnxWrapper.__call__``: 64 samples of context + a 512-sample chunk, the state,
+    and the sample rate as a 0-d int64 (the model branches on it in an If)."""
+    audio = speech(0.25, rng)
+    start = int(rng.integers(0, len(audio) - 576))
+    return {
+        "input": audio[None, start : start + 576].astype(np.float32),
+        "state": (rng.standard_normal((2, 1, 128)) * 0.1).astype(np.float32),
+        "sr": np.array(SR, dtype=np.int64),
+    }
+
+
 def _aecmos(rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Loopback, mic (loopback echo + near-end speech) and enhanced signals: 160 log-power bins."""
     far, near = speech(3.0, rng), speech(3.0, rng) * rng.uniform(0, 1)
@@ -358,6 +370,7 @@ def builders(
 
     return {
         "silero_vad_v6": ("faster-whisper", "silero_vad_v6", _vad_frames, False),
+        "silero_vad": ("silero-vad", "silero_vad", _silero_chunk, False),
         "basic_pitch": (
             "basic-pitch",
             "nmp",
