@@ -36,3 +36,42 @@ def check_input_names(overrides: dict[str, object], input_names: list[str], flag
         raise ModelcrunchError(
             f"{flag}: unknown input name '{unknown[0]}'; the model's inputs are: {', '.join(input_names)}"
         )
+
+
+def data_shapes(model_inputs: dict[str, object], samples: list[dict]) -> dict[str, list[int | str]]:
+    """``--shape``-style overrides from real data: the first sample's dims of each model input.
+
+    ``model_inputs`` maps input names to their declared dims (ints, symbol names or None); only
+    the dims the model leaves open are taken from the data (``"?"`` keeps a fixed dim), so shape
+    analysis (MACs, channel groups, synthesized feeds) sees the dims the data really has.
+    """
+    if not samples:
+        return {}
+    shapes: dict[str, list[int | str]] = {}
+    for name, declared in model_inputs.items():
+        array = samples[0].get(name)
+        dims = list(declared) if declared is not None else None
+        if array is None or dims is None or len(dims) != array.ndim:
+            continue
+        shapes[name] = [
+            "?" if isinstance(d, int) and d > 0 else int(n) for d, n in zip(dims, array.shape, strict=True)
+        ]
+    return {name: dims for name, dims in shapes.items() if any(d != "?" for d in dims)}
+
+
+def with_data_shapes(
+    shapes: dict[str, list[int | str]] | None, model_inputs: dict[str, object], samples: list[dict] | None
+) -> dict[str, list[int | str]]:
+    """The user's ``--shape`` overrides, with every input they leave out filled in from ``samples``."""
+    merged = data_shapes(model_inputs, samples or [])
+    merged.update(shapes or {})
+    return merged
+
+
+def data_batch(model_inputs: dict[str, object], wanted: int) -> int:
+    """How many one-sample feeds to stack per run: ``wanted``, unless an input fixes its leading dim
+    (a model exported with batch 1 takes its samples one at a time)."""
+    for dims in model_inputs.values():
+        if dims is not None and len(dims) and isinstance(dims[0], int) and dims[0] > 0:
+            return int(dims[0])
+    return wanted

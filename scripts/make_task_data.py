@@ -1,4 +1,5 @@
-"""Task data for the real models: rendered text for RapidOCR's three models, real files for magika.
+"""Task data for the real models: rendered text for RapidOCR's three models, real files for magika,
+scikit-image's photographs for NudeNet.
 
     python scripts/make_task_data.py .real_models [--force]
 
@@ -39,10 +40,20 @@ type, featurised as ``magika.Magika._extract_features_from_seekable`` does: the 
 bytes after stripping) are skipped. ``label``: the index of the extension's content type in the
 model's label space (a proxy: a ``.txt`` file may hold anything). The config is
 ``config.min.json``, extracted from the magika wheel by ``fetch_real_models.py``.
+
+NudeNet (``nudenet/320n.onnx``, YOLOv8n, 18 classes): ``320n_calib.npz`` (128) and
+``320n_test.npz`` (64), input ``images`` ``[N, 3, 320, 320]``, from the photographs
+``scikit-image`` ships (no download), the two sets from *different* source images (the json lists
+them): single photos, sheets of LFW face crops, 2x2 mosaics, each randomly cropped, flipped,
+colour-jittered and rescaled, then preprocessed as ``nudenet==3.4.2`` does (black pad to a square
+at the bottom/right, bilinear resize to 320, RGB, ``/ 255``, NCHW). The original model finds
+109 detections (conf 0.25, NMS 0.45) in 75 of the 128 calibration images and 74 in 45 of the 64
+test images.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
@@ -52,6 +63,7 @@ import sysconfig
 from collections.abc import Callable
 from pathlib import Path
 
+import corpus_data  # noqa: E402 - scripts/ is on sys.path when run as a script
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
@@ -59,7 +71,7 @@ DET_SIZE = 320
 REC_SHAPE = (48, 320)
 CLS_SHAPE = (48, 192)
 #: (calibration, test) samples per model.
-COUNTS = {"det": (32, 100), "rec": (64, 200), "cls": (64, 200), "magika": (64, 300)}
+COUNTS = {"det": (32, 100), "rec": (64, 200), "cls": (64, 200), "magika": (64, 300), "nudenet": (128, 64)}
 RAPIDOCR = "rapidocr-onnxruntime"
 DET, REC, CLS = "ch_PP-OCRv4_det_infer", "ch_PP-OCRv4_rec_infer", "ch_ppocr_mobile_v2.0_cls_infer"
 SEED = 20261123
@@ -413,6 +425,154 @@ def make_magika(count: int, rng: np.random.Generator, config: dict) -> tuple[dic
 
 
 # --------------------------------------------------------------------------------------------------
+# NudeNet 320n (YOLOv8n): scikit-image's bundled photographs, augmented
+# --------------------------------------------------------------------------------------------------
+
+NUDENET_SIZE = 320
+#: scikit-image's bundled images (no download), split so that no source image is in both sets.
+#: People carry the detections (``camera``: FACE_MALE, ``astronaut``: FACE_FEMALE, the LFW faces);
+#: the rest are the objects, animals, textures and scenes a detector must stay quiet on.
+NUDENET_SOURCES = {
+    "calib": ["camera", "chelsea", "coffee", "coins", "hubble_deep_field", "immunohistochemistry",
+              "page", "brick", "grass", "stereo_motorcycle", "moon"],
+    "test": ["astronaut", "rocket", "colorwheel", "clock", "text", "gravel", "logo", "retina"],
+}  # fmt: skip
+#: ``skimage.data.lfw_subset()``: 100 faces then 100 non-faces, 25x25; each set gets its own half.
+LFW_HALVES = {"calib": (0, 50), "test": (50, 100)}
+PEOPLE = {"camera", "astronaut"}
+
+
+def _rgb(image: np.ndarray) -> np.ndarray:
+    """Any scikit-image array (grey, bool, RGBA, float) -> HWC uint8 RGB."""
+    if image.dtype == bool:
+        image = image.astype(np.uint8) * 255
+    elif image.dtype.kind == "f":
+        image = np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    return np.ascontiguousarray(image[:, :, :3])
+
+
+def resize_linear(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``cv2.resize(..., INTER_LINEAR)`` in numpy: half-pixel centres, no antialiasing, uint8 out.
+
+    OpenCV computes this in fixed point; the result here differs from it by at most 1 grey level.
+    """
+    h, w = image.shape[:2]
+    ys = np.clip((np.arange(height) + 0.5) * h / height - 0.5, 0, h - 1)
+    xs = np.clip((np.arange(width) + 0.5) * w / width - 0.5, 0, w - 1)
+    y0, x0 = np.floor(ys).astype(int), np.floor(xs).astype(int)
+    y1, x1 = np.minimum(y0 + 1, h - 1), np.minimum(x0 + 1, w - 1)
+    fy, fx = (ys - y0)[:, None, None], (xs - x0)[None, :, None]
+    pixels = image.astype(np.float32)
+    top = pixels[y0][:, x0] * (1 - fx) + pixels[y0][:, x1] * fx
+    bottom = pixels[y1][:, x0] * (1 - fx) + pixels[y1][:, x1] * fx
+    return np.clip(np.rint(top * (1 - fy) + bottom * fy), 0, 255).astype(np.uint8)
+
+
+def nudenet_preprocess(rgb: np.ndarray, size: int = NUDENET_SIZE) -> np.ndarray:
+    """``nudenet.nudenet._read_image`` (nudenet 3.4.2) on an RGB image -> ``[3, size, size]`` float32.
+
+    nudenet pads the (BGR) image with black at the bottom and right to a square, then
+    ``cv2.dnn.blobFromImage(pad, 1 / 255, (size, size), swapRB=True)``: a bilinear resize, RGB,
+    ``/ 255``, NCHW. Starting from RGB, the swap is already done.
+    """
+    side = max(rgb.shape[:2])
+    padded = np.zeros((side, side, 3), dtype=np.uint8)
+    padded[: rgb.shape[0], : rgb.shape[1]] = rgb
+    return (resize_linear(padded, size, size).astype(np.float32) / 255.0).transpose(2, 0, 1)
+
+
+def augment(image: np.ndarray, rng: np.random.Generator, min_area: float = 0.35) -> np.ndarray:
+    """A random crop (``min_area``-1 of the area, aspect 3:4-4:3), flip and colour jitter (RGB uint8)."""
+    h, w = image.shape[:2]
+    for _attempt in range(10):
+        area = h * w * rng.uniform(min_area, 1.0)
+        aspect = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+        ch, cw = int(round(math.sqrt(area / aspect))), int(round(math.sqrt(area * aspect)))
+        if 8 <= ch <= h and 8 <= cw <= w:
+            y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+            image = image[y : y + ch, x : x + cw]
+            break
+    if rng.random() < 0.5:
+        image = image[:, ::-1]
+    pixels = image.astype(np.float32)
+    grey = pixels.mean(axis=2, keepdims=True)
+    pixels = grey + (pixels - grey) * rng.uniform(0.6, 1.4)  # saturation
+    pixels = pixels.mean() + (pixels - pixels.mean()) * rng.uniform(0.7, 1.3)  # contrast
+    pixels = pixels * rng.uniform(0.7, 1.3) + rng.uniform(-15, 15, size=3)  # brightness, colour cast
+    return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+
+
+def _rescale(image: np.ndarray, rng: np.random.Generator, long_side: tuple[int, int]) -> np.ndarray:
+    """``image`` resized so that its long side is a random size in ``long_side`` (the photo's scale)."""
+    h, w = image.shape[:2]
+    scale = rng.uniform(*long_side) / max(h, w)
+    return resize_linear(image, max(8, round(h * scale)), max(8, round(w * scale)))
+
+
+def _face_sheet(faces: np.ndarray, background: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A grid of 2x2 to 5x5 LFW crops (faces and non-faces) pasted onto an augmented background."""
+    k = int(rng.integers(2, 6))
+    cell = int(rng.integers(300, 480)) // k
+    side = k * cell
+    sheet = resize_linear(augment(background, rng), side, side)
+    for i in range(k * k):
+        if rng.random() < 0.2:  # leave some cells to the background
+            continue
+        face = augment(_rgb(faces[int(rng.integers(len(faces)))]), rng, min_area=0.8)
+        size = int(cell * rng.uniform(0.75, 1.0))
+        y = (i // k) * cell + int(rng.integers(0, cell - size + 1))
+        x = (i % k) * cell + int(rng.integers(0, cell - size + 1))
+        sheet[y : y + size, x : x + size] = resize_linear(face, size, size)
+    return sheet
+
+
+def _mosaic(images: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    """YOLO-style 2x2 mosaic of four augmented images around a random centre."""
+    side = int(rng.integers(360, 640))
+    cy, cx = (int(rng.integers(side // 4, 3 * side // 4)) for _ in range(2))
+    canvas = np.full((side, side, 3), 114, dtype=np.uint8)
+    for (y0, y1, x0, x1), image in zip(
+        [(0, cy, 0, cx), (0, cy, cx, side), (cy, side, 0, cx), (cy, side, cx, side)], images, strict=True
+    ):
+        canvas[y0:y1, x0:x1] = resize_linear(augment(image, rng), y1 - y0, x1 - x0)
+    return canvas
+
+
+def make_nudenet(count: int, part: str, rng: np.random.Generator) -> tuple[dict, dict]:
+    """``count`` augmented images of the ``part`` ("calib" or "test") sources, preprocessed.
+
+    Each sample is, by a seeded draw, one augmented source photo (half of them a photo of a
+    person), a sheet of LFW faces on an augmented background, or a 2x2 mosaic of four photos.
+    Each is rescaled so that its long side is 200-800 px before nudenet's letterbox.
+    """
+    import skimage.data
+
+    names = NUDENET_SOURCES[part]
+    loaded = {name: getattr(skimage.data, name)() for name in names}
+    photos = {n: _rgb(a[0] if isinstance(a, tuple) else a) for n, a in loaded.items()}  # stereo: left
+    people = [n for n in names if n in PEOPLE]
+    lfw = skimage.data.lfw_subset()
+    lo, hi = LFW_HALVES[part]
+    faces = np.concatenate([lfw[lo:hi], lfw[100 + lo : 100 + hi]])  # faces, then non-faces
+    xs, kinds = [], []
+    for _ in range(count):
+        draw = rng.random()
+        if draw < 0.45:
+            name = people[int(rng.integers(len(people)))] if rng.random() < 0.5 else str(rng.choice(names))
+            image, kind = augment(photos[name], rng), name
+        elif draw < 0.75:
+            image, kind = _face_sheet(faces, photos[str(rng.choice(names))], rng), "lfw_sheet"
+        else:
+            picks = [str(n) for n in rng.choice(names, size=4)]
+            image, kind = _mosaic([photos[n] for n in picks], rng), "mosaic:" + "+".join(picks)
+        xs.append(nudenet_preprocess(_rescale(image, rng, (200, 800))))
+        kinds.append(kind)
+    return {"images": np.stack(xs)}, {"sources": kinds}
+
+
+# --------------------------------------------------------------------------------------------------
 
 
 def _split(arrays: dict, extra: dict, n_calib: int) -> tuple[dict, dict, dict]:
@@ -424,6 +584,7 @@ def _split(arrays: dict, extra: dict, n_calib: int) -> tuple[dict, dict, dict]:
 
 def _write(folder: Path, stem: str, calib: dict, test: dict, truth: dict) -> list[Path]:
     paths = [folder / f"{stem}_calib.npz", folder / f"{stem}_test.npz", folder / f"{stem}_test.json"]
+    folder.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(paths[0], **calib)
     np.savez_compressed(paths[1], **test)
     paths[2].write_text(json.dumps(truth, indent=1) + "\n")
@@ -432,18 +593,39 @@ def _write(folder: Path, stem: str, calib: dict, test: dict, truth: dict) -> lis
     return paths
 
 
+def _groups(dest: Path) -> dict[str, tuple[list[Path], Callable[[], list[Path]]]]:
+    """Each model family's files under ``dest`` and the function that writes them."""
+
+    def files(folder: Path, stems: list[str]) -> list[Path]:
+        return [folder / f"{s}{x}" for s in stems for x in ("_calib.npz", "_test.npz", "_test.json")]
+
+    return {
+        "rapidocr": (files(dest / RAPIDOCR, [DET, REC, CLS]), lambda: _write_rapidocr(dest / RAPIDOCR)),
+        "magika": (files(dest / "magika", ["model"]), lambda: _write_magika(dest / "magika")),
+        "nudenet": (files(dest / "nudenet", ["320n"]), lambda: _write_nudenet(dest / "nudenet")),
+        **{
+            name: (paths, functools.partial(_write_corpus, dest, name))
+            for name, paths in corpus_data.outputs(dest).items()
+        },
+    }
+
+
 def outputs(dest: Path) -> list[Path]:
     """Every file this script writes under ``dest``."""
-    stems = [(dest / RAPIDOCR, s) for s in (DET, REC, CLS)] + [(dest / "magika", "model")]
-    return [f / f"{s}{suffix}" for f, s in stems for suffix in ("_calib.npz", "_test.npz", "_test.json")]
+    return [path for paths, _ in _groups(dest).values() for path in paths]
 
 
 def write_all(dest: Path, force: bool = False) -> list[Path]:
-    """Task data beside the models in ``dest`` (skipped where it is already there, unless ``force``)."""
-    if not force and all(p.exists() for p in outputs(dest)):
-        print(f"task data in {dest}: present")
-        return outputs(dest)
-    return _write_rapidocr(dest / RAPIDOCR) + _write_magika(dest / "magika")
+    """Task data beside the models in ``dest`` (a family is skipped where its files are all there,
+    unless ``force``)."""
+    written = []
+    for name, (paths, write) in _groups(dest).items():
+        if not force and all(p.exists() for p in paths):
+            print(f"task data for {name} in {dest}: present")
+            written += paths
+        else:
+            written += write()
+    return written
 
 
 def _write_rapidocr(folder: Path) -> list[Path]:
@@ -479,6 +661,37 @@ def _write_magika(folder: Path) -> list[Path]:
         "types": [labels[i] for i in test["label"].tolist()],
     }
     return _write(folder, "model", calib, test, truth)
+
+
+def _write_corpus(dest: Path, name: str) -> list[Path]:
+    """One model of the wider corpus (``corpus_data.py``); caustic's tables bound its categories."""
+    limits = {}
+    graph = dest / "caustic-nmr" / "best_v2_carbons.onnx"
+    if name == "caustic" and graph.is_file():
+        import onnx_ir as ir
+
+        from modelcrunch.runtime.feeds import index_limits
+
+        limits["caustic"] = index_limits(ir.load(graph))
+    return corpus_data.write(dest, name, font_names(), limits)
+
+
+def _write_nudenet(folder: Path) -> list[Path]:
+    """``320n_calib.npz`` / ``320n_test.npz``: augmented scikit-image photos, disjoint sources."""
+    n_calib, n_test = COUNTS["nudenet"]
+    calib, calib_truth = make_nudenet(n_calib, "calib", np.random.default_rng(SEED + 20))
+    test, test_truth = make_nudenet(n_test, "test", np.random.default_rng(SEED + 21))
+    truth = {
+        "task": "yolo_detect",
+        "preprocess": "nudenet 3.4.2 _read_image: pad bottom/right to square, bilinear 320x320, RGB, /255",
+        **{
+            f"{part}_sources": [*NUDENET_SOURCES[part], "lfw_subset[{}:{}]".format(*LFW_HALVES[part])]
+            for part in ("calib", "test")
+        },
+        "seed": SEED + 20,
+        **test_truth,
+    }
+    return _write(folder, "320n", calib, test, truth)
 
 
 if __name__ == "__main__":

@@ -83,10 +83,15 @@ class Unprunable(Exception):
 class GraphFacts:
     """Static shapes and constants of the main graph, looked up by value name."""
 
-    def __init__(self, model: ir.Model) -> None:
+    def __init__(self, model: ir.Model, input_shapes: dict[str, list[int | str]] | None = None) -> None:
+        """``input_shapes``: ``--shape``-style dims for the graph inputs (e.g. from the data)."""
         self.graph = model.graph
         self.shapes: dict[str, tuple[Dim, ...]] = {}
         proto = ir.to_proto(model)
+        if input_shapes:
+            from modelcrunch.analysis.shapes import set_input_dims
+
+            set_input_dims(proto, input_shapes)
         try:
             proto = onnx.shape_inference.infer_shapes(proto, data_prop=True)
         except Exception as exc:  # noqa: BLE001 - inference is best effort

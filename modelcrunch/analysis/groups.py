@@ -130,9 +130,13 @@ def _out_axis(facts: GraphFacts, node: ir.Node) -> int:
     return 1
 
 
-def find_groups(model: ir.Model) -> list[ChannelGroup]:
-    """Every channel group of the main graph, prunable or not (with the reason)."""
-    facts = GraphFacts(model)
+def find_groups(
+    model: ir.Model, input_shapes: dict[str, list[int | str]] | None = None
+) -> list[ChannelGroup]:
+    """Every channel group of the main graph, prunable or not (with the reason).
+
+    ``input_shapes`` fixes the graph inputs' open dims (``--shape``, or the data's) for analysis."""
+    facts = GraphFacts(model, input_shapes)
     groups: list[ChannelGroup] = []
     covered: set[str] = set()
     for node in model.graph:

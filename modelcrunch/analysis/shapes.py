@@ -117,7 +117,7 @@ def _strip_weights(proto: onnx.ModelProto) -> None:
     graph.initializer.extend(keep)
 
 
-def _set_input_dims(proto: onnx.ModelProto, overrides: dict[str, list[int | str]]) -> None:
+def set_input_dims(proto: onnx.ModelProto, overrides: dict[str, list[int | str]]) -> None:
     """Write the overridden dims into the graph inputs; bind their symbols on all inputs."""
     bound: dict[str, int] = {}
     inputs = {v.name: v for v in proto.graph.input}
@@ -167,7 +167,7 @@ def infer_shapes(
             free = value_info.name in names and value_info.name not in overrides
             if free and dims and not (dims[0].HasField("dim_value") and dims[0].dim_value >= 0):
                 overrides[value_info.name] = [batch] + ["?"] * (len(dims) - 1)
-    _set_input_dims(proto, overrides)
+    set_input_dims(proto, overrides)
     input_shapes = {v.name: _dims_of(v.type) or () for v in proto.graph.input if v.name in names}
     _strip_weights(proto)
     _drop_dynamic_value_info(proto)

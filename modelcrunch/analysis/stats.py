@@ -243,7 +243,11 @@ def _tensor_info(value: ir.Value, shape: Shape | None, table: ShapeTable) -> Ten
 
 
 def inspect_model(
-    path: str | Path, shapes: dict[str, list[int | str]] | None = None, *, batch: int | None = None
+    path: str | Path,
+    shapes: dict[str, list[int | str]] | None = None,
+    *,
+    batch: int | None = None,
+    kinds: dict[str, str] | None = None,
 ) -> InspectReport:
     """Load ``path`` lazily and report its structure, parameters, MACs and activation memory."""
     path = Path(path)
@@ -299,5 +303,5 @@ def inspect_model(
         layers=layers,
         memory=estimate_activation_memory(model, table),
         shape_inference_error=table.inference_error,
-        output_kinds={name: spec.to_dict() for name, spec in infer_specs(model).items()},
+        output_kinds={name: spec.to_dict() for name, spec in infer_specs(model, None, kinds).items()},
     )

@@ -8,11 +8,26 @@ from typing import Annotated
 import typer
 
 from modelcrunch.cli._common import (
-    AllowSlowerOpt,
+    BatchOpt,
     DebugOpt,
     EvalOpt,
-    HoldoutOpt,
     JsonOpt,
+    ModelArg,
+    NoMeasureOpt,
+    OutputOpt,
+    OverwriteInputOpt,
+    QuietOpt,
+    ShapeOpt,
+    emit_json,
+    exit_missed,
+    handle_errors,
+    progress_bar,
+    shapes_option,
+    stdout,
+)
+from modelcrunch.cli._quality import (
+    AllowSlowerOpt,
+    HoldoutOpt,
     KeepBestOpt,
     MaxDropOpt,
     MetricOpt,
@@ -22,23 +37,11 @@ from modelcrunch.cli._common import (
     MinMaskIouOpt,
     MinStringsOpt,
     MinTop1Opt,
-    ModelArg,
-    NoMeasureOpt,
     OutputKindOpt,
-    OutputOpt,
-    OverwriteInputOpt,
-    QuietOpt,
     ReferenceOpt,
     RequireFasterOpt,
-    ShapeOpt,
     TaskOpt,
-    emit_json,
-    exit_missed,
-    handle_errors,
-    progress_bar,
     quality_from,
-    shapes_option,
-    stdout,
 )
 from modelcrunch.data import load_dataset
 from modelcrunch.passes.factorize import FactorizeConfig, RankPolicy
@@ -98,6 +101,7 @@ def factorize_cmd(
     keep_best: KeepBestOpt = False,
     require_faster: RequireFasterOpt = False,
     allow_slower: AllowSlowerOpt = False,
+    batch: BatchOpt = None,
     overwrite_input: OverwriteInputOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -145,6 +149,7 @@ def factorize_cmd(
             shapes=shapes_option(shape),
             quality=quality,
             search_energies=None if given else SEARCH_ENERGIES,
+            batch=batch,
             on_progress=on_progress,
         )
     if json_out:

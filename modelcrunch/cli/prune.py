@@ -8,11 +8,26 @@ from typing import Annotated
 import typer
 
 from modelcrunch.cli._common import (
-    AllowSlowerOpt,
+    BatchOpt,
     DebugOpt,
     EvalOpt,
-    HoldoutOpt,
     JsonOpt,
+    ModelArg,
+    NoMeasureOpt,
+    OutputOpt,
+    OverwriteInputOpt,
+    QuietOpt,
+    ShapeOpt,
+    emit_json,
+    exit_missed,
+    handle_errors,
+    progress_bar,
+    shapes_option,
+    stdout,
+)
+from modelcrunch.cli._quality import (
+    AllowSlowerOpt,
+    HoldoutOpt,
     KeepBestOpt,
     MaxDropOpt,
     MetricOpt,
@@ -22,21 +37,11 @@ from modelcrunch.cli._common import (
     MinMaskIouOpt,
     MinStringsOpt,
     MinTop1Opt,
-    ModelArg,
-    NoMeasureOpt,
     OutputKindOpt,
-    OutputOpt,
-    OverwriteInputOpt,
-    QuietOpt,
     ReferenceOpt,
     RequireFasterOpt,
     TaskOpt,
-    emit_json,
-    exit_missed,
-    handle_errors,
-    progress_bar,
     quality_from,
-    stdout,
 )
 from modelcrunch.data import load_dataset
 from modelcrunch.passes.prune.nm import parse_pattern
@@ -44,6 +49,7 @@ from modelcrunch.passes.prune.pipeline import SEARCH_RATIOS, PruneConfig, prune_
 from modelcrunch.passes.prune.structured import StructuredOptions
 from modelcrunch.render.prune import render_prune
 from modelcrunch.render.verdict import miss_line
+from modelcrunch.runtime.kernels import conv_channel_multiple
 
 Opt = typer.Option
 
@@ -69,7 +75,14 @@ def prune_cmd(
     min_keep_ratio: Annotated[
         float, Opt(help="Global structured: keep at least this share per group.")
     ] = 0.1,
-    round_to: Annotated[int, Opt(help="Round kept channel counts up to a multiple of this.")] = 1,
+    round_to: Annotated[
+        int | None,
+        Opt(
+            help="Round kept channel counts up to a multiple of this "
+            "(default: the CPU Conv kernels' block, 16 with AVX-512, 8 with AVX2; 1 = exact ratio).",
+            show_default=False,
+        ),
+    ] = None,
     heads: Annotated[bool, Opt("--heads", help="Structured: also prune whole attention heads.")] = False,
     exclude: Annotated[list[str] | None, Opt(help="Node/initializer name or op type to leave alone.")] = None,
     calibration: Annotated[Path | None, Opt(help="Calibration data (.npz or folder) for repair.")] = None,
@@ -97,6 +110,8 @@ def prune_cmd(
     keep_best: KeepBestOpt = False,
     require_faster: RequireFasterOpt = False,
     allow_slower: AllowSlowerOpt = False,
+    shape: ShapeOpt = None,
+    batch: BatchOpt = None,
     overwrite_input: OverwriteInputOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -128,7 +143,7 @@ def prune_cmd(
             importance=importance,
             min_channels=min_channels,
             min_keep_ratio=min_keep_ratio,
-            round_to=round_to,
+            round_to=round_to if round_to is not None else conv_channel_multiple(),
             heads=heads,
             exclude=excluded,
         )
@@ -145,6 +160,8 @@ def prune_cmd(
         measure=not no_measure,
         threads=threads,
         search_ratios=SEARCH_RATIOS if structured and ratio is None else None,
+        shapes=shapes_option(shape),
+        batch=batch,
     )
     calib = load_dataset(calibration) if calibration else None
     evaluation = load_dataset(eval_data) if eval_data else None

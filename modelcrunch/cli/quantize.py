@@ -8,9 +8,24 @@ from typing import Annotated
 import typer
 
 from modelcrunch.cli._common import (
+    BatchOpt,
     DebugOpt,
-    HoldoutOpt,
     JsonOpt,
+    ModelArg,
+    OutputOpt,
+    OverwriteInputOpt,
+    QuietOpt,
+    ShapeOpt,
+    emit_json,
+    exit_missed,
+    handle_errors,
+    progress_bar,
+    shapes_option,
+    stderr,
+    stdout,
+)
+from modelcrunch.cli._quality import (
+    HoldoutOpt,
     KeepBestOpt,
     MaxDropOpt,
     MetricOpt,
@@ -20,21 +35,9 @@ from modelcrunch.cli._common import (
     MinMaskIouOpt,
     MinStringsOpt,
     MinTop1Opt,
-    ModelArg,
     OutputKindOpt,
-    OutputOpt,
-    OverwriteInputOpt,
-    QuietOpt,
     ReferenceOpt,
-    ShapeOpt,
     TaskOpt,
-    emit_json,
-    exit_missed,
-    handle_errors,
-    progress_bar,
-    shapes_option,
-    stderr,
-    stdout,
 )  # fmt: skip
 from modelcrunch.passes.quantize import (
     CalibrationMethod,
@@ -137,6 +140,7 @@ def quantize_cmd(
     eval_samples: Annotated[int, typer.Option(min=1, help="Fidelity samples used at most.")] = 256,
     provider: Annotated[str, typer.Option(help="Execution provider for measurements.")] = "cpu",
     shape: ShapeOpt = None,
+    batch: BatchOpt = None,
     overwrite_input: OverwriteInputOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -191,6 +195,7 @@ def quantize_cmd(
             evaluation=eval_data,
             overwrite_input=overwrite_input,
             shapes=shapes_option(shape),
+            batch=batch,
             reference_model=reference,
             on_progress=on_progress,
         )

@@ -45,7 +45,8 @@ def render_prune(report: PruneReport, console: Console) -> None:
         console.print(table)
         console.print(
             f"groups: {report.groups_pruned} pruned, {len(report.skipped)} skipped "
-            f"of {report.groups_total}; MACs ×{report.macs_ratio:.3f}"
+            f"of {report.groups_total}"
+            + (f"; MACs ×{report.macs_ratio:.3f}" if report.macs_ratio is not None else "")
         )
         for s in report.skipped:
             console.print(f"  skipped {', '.join(s.producers)} ({s.channels} ch): {s.reason}", markup=False)

@@ -19,6 +19,7 @@ import numpy as np
 import onnx_ir as ir
 
 from modelcrunch.analysis.channels import attr_value
+from modelcrunch.analysis.quantized import weight_origin
 
 FLOAT_TYPES = (ir.DataType.FLOAT, ir.DataType.DOUBLE, ir.DataType.FLOAT16, ir.DataType.BFLOAT16)
 
@@ -89,6 +90,9 @@ def _excluded(node: ir.Node, exclude: Sequence[str]) -> str | None:
 
 def _weight_problem(weight: ir.Value | None, node: ir.Node) -> str | None:
     if weight is None or weight.const_value is None or not weight.is_initializer():
+        origin = weight_origin(weight)
+        if origin is not None:
+            return f"already quantized: {origin}; factorize the float model, then quantize"
         return "no constant weight: both operands are computed at run time"
     if weight.is_graph_input():
         return "weight is also a graph input (it may be overridden at run time)"

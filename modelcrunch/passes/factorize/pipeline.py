@@ -16,6 +16,7 @@ from modelcrunch.runtime.bench import benchmark
 from modelcrunch.runtime.feeds import check_dataset, synthesize_feeds
 from modelcrunch.runtime.judge import Verdict
 from modelcrunch.runtime.session import make_session
+from modelcrunch.shapes import data_batch, with_data_shapes
 
 #: Energies searched when no rank policy is given (weakest first): the strongest meeting the target wins.
 SEARCH_ENERGIES = (0.999, 0.995, 0.99, 0.98, 0.95, 0.9, 0.8)
@@ -32,6 +33,7 @@ def factorize_file(
     measure_results: bool = True,
     threads: int | None = None,
     shapes: dict | None = None,
+    batch: int | None = None,
     quality: Quality | None = None,
     search_energies: tuple[float, ...] | None = None,
     on_progress: ProgressFn | None = None,
@@ -49,8 +51,16 @@ def factorize_file(
         if data is not None:
             check_dataset(session, data.samples, f"{where} {data.source}")
     split = split_data(calibration, evaluation, quality)
-    fallback = synthesize_feeds(session, shapes=shapes, batch=1, seed=0)
+    data = calibration or evaluation
+    fallback = synthesize_feeds(session, shapes=shapes, batch=batch or 1, seed=0) if data is None else {}
     judge = make_judge(model_path, split, quality, fallback=[fallback], threads=threads)
+    first = load_model(model_path)
+    declared = {v.name: v.shape for v in first.graph.inputs}
+    analysis_shapes = with_data_shapes(shapes, declared, data.samples if data is not None else None)
+    fixed = {
+        name: [d if isinstance(d, int) else None for d in dims] for name, dims in declared.items() if dims
+    }
+    config = dataclasses.replace(config, batch_size=data_batch(fixed, config.batch_size))
 
     grams: dict = {}  # the calibration statistics, collected once for every attempt
 
@@ -62,7 +72,7 @@ def factorize_file(
             else dataclasses.replace(config.policy, kind="energy", value=energy)
         )
         report = factorize(
-            model, dataclasses.replace(config, policy=policy), split.calibration, shapes=shapes,
+            model, dataclasses.replace(config, policy=policy), split.calibration, shapes=analysis_shapes,
             on_progress=on_progress, gram_cache=grams,
         )  # fmt: skip
         return (model, report), judge(model)

@@ -15,6 +15,7 @@ def expose(model: ir.Model | onnx.ModelProto, names: list[str]) -> ort.Inference
     """A session on a copy of ``model`` whose outputs are ``names`` (intermediate values)."""
     proto = ir.to_proto(model) if isinstance(model, ir.Model) else model
     proto = onnx.ModelProto.FromString(proto.SerializeToString())
+    dtypes = _element_types(proto)
     known = {v.name: v for v in [*proto.graph.value_info, *proto.graph.output, *proto.graph.input]}
     del proto.graph.output[:]
     for name in names:
@@ -24,12 +25,27 @@ def expose(model: ir.Model | onnx.ModelProto, names: list[str]) -> ort.Inference
             out.CopyFrom(info)
             out.type.tensor_type.ClearField("shape")
         else:
-            out.CopyFrom(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+            elem_type = dtypes.get(name, onnx.TensorProto.FLOAT)
+            out.CopyFrom(onnx.helper.make_tensor_value_info(name, elem_type, None))
     del proto.graph.value_info[:]
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def _element_types(proto: onnx.ModelProto) -> dict[str, int]:
+    """Element types of the main graph's values by name, from ONNX type inference (best effort):
+    a float16 model's activations are float16, not the float32 an untyped output would claim."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto)
+    except Exception:  # noqa: BLE001 - types stay float32 where inference fails
+        return {}
+    return {
+        info.name: info.type.tensor_type.elem_type
+        for info in inferred.graph.value_info
+        if info.type.HasField("tensor_type") and info.type.tensor_type.elem_type
+    }
 
 
 def iter_activations(

@@ -9,7 +9,8 @@
 Selection: ``local`` removes ``floor(ratio * C)`` channels of every group; ``global`` ranks all
 channels by their group-normalised score (score / mean score of its group) and removes the lowest
 ``ratio`` of all prunable channels, never leaving a group below its floor
-``max(min_channels, ceil(min_keep_ratio * C))``. Kept counts are rounded *up* to ``round_to``.
+``max(min_channels, ceil(min_keep_ratio * C))``. Kept counts are rounded *up* to ``round_to``
+(groups of fewer than ``2 * round_to`` channels keep their exact count: rounding would keep them whole).
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def activation_scores(
 
 def _round_keep(keep: int, size: int, round_to: int, floor: int) -> int:
     keep = max(keep, floor)
-    if round_to > 1:
+    if 1 < round_to <= size // 2:  # a group under two multiples keeps its exact count
         keep = int(math.ceil(keep / round_to) * round_to)
     return min(keep, size)
 

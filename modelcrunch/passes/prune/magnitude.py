@@ -14,9 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
+from modelcrunch.analysis.quantized import QUANTIZED_OPS, weight_origin
 from modelcrunch.errors import ModelcrunchError
 
 MATRIX_OPS = {"Conv": 1, "ConvTranspose": 1, "Gemm": 1, "MatMul": 1}
+QUANT_PARAM_OPS = {"QuantizeLinear", "DequantizeLinear", *QUANTIZED_OPS}
 
 
 @dataclass(frozen=True)
@@ -41,8 +43,10 @@ def weight_values(
     """The float initializers that magnitude / N:M pruning may touch, in graph order."""
     chosen: dict[str, ir.Value] = {}
     for node in model.graph:
-        if node.name in exclude or node.op_type in exclude:
-            continue
+        if node.name in exclude or node.op_type in exclude or node.op_type in QUANT_PARAM_OPS:
+            continue  # scales / zero points of (de)quantization are no weights
+        if any(weight_origin(v) is not None for v in node.outputs):
+            continue  # the scale of an int8-stored weight (Cast(int8) * scale)
         indices = (
             range(len(node.inputs))
             if all_weights

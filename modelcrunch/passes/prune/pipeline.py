@@ -12,6 +12,7 @@ from pathlib import Path
 
 import onnx_ir as ir
 
+from modelcrunch.analysis.quantized import optimized_layers, summary
 from modelcrunch.data import Dataset
 from modelcrunch.errors import ModelcrunchError
 from modelcrunch.io import load_model, model_size_bytes, stage_model
@@ -26,6 +27,7 @@ from modelcrunch.runtime.bench import benchmark
 from modelcrunch.runtime.feeds import check_dataset, synthesize_feeds
 from modelcrunch.runtime.judge import Judge, Verdict
 from modelcrunch.runtime.session import make_session
+from modelcrunch.shapes import data_batch, with_data_shapes
 
 logger = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None] | None
@@ -57,12 +59,32 @@ class PruneConfig:
     bench_seconds: float = 4.0
     #: structured without --ratio: the ratios searched (weakest first) for the strongest that meets the target
     search_ratios: tuple[float, ...] | None = None
+    shapes: dict[str, list[int | str]] | None = None  # --shape: open input dims fixed (data fills the rest)
+    batch: int | None = None  # --batch: the first symbolic dim of synthesized inputs
 
     @property
     def mode(self) -> str:
         if self.structured is not None:
             return "structured"
         return "nm" if self.pattern is not None else "magnitude"
+
+
+#: A pruned model whose latency ratio is at least this is "not measurably faster".
+NOT_FASTER = 0.98
+
+
+def _speed_notes(latency, round_to: int) -> list[str]:  # noqa: ANN001 - runtime.bench.BenchResult
+    """A note when structured pruning did not make the model measurably faster."""
+    base, new = latency.models
+    ratio = new.latency.p50_ms / base.latency.p50_ms
+    if ratio < NOT_FASTER:
+        return []
+    hint = (
+        "channel counts off the CPU kernels' block run slower kernels: drop --round-to 1"
+        if round_to == 1
+        else "a larger --ratio, or other layers, may pay; this model is no faster as it is"
+    )
+    return [f"the pruned model is NOT faster than the original (latency ×{ratio:.2f}): {hint}"]
 
 
 def _check_modes(config: PruneConfig) -> None:
@@ -82,13 +104,16 @@ def _prune(
     calib: list[dict] | None,
     judge: Judge | None,
     on_progress: Progress,
+    shapes: dict | None = None,
 ) -> tuple[dict, list[str]]:
     """Prune ``model`` in place as ``config`` says (repairing structured groups from ``calib``);
     the report fields and notes."""
     fields: dict = {}
     notes: list[str] = []
     if config.structured is not None:
-        decisions = prune_structured(model, config.structured, calibration=calib, on_progress=on_progress)
+        decisions = prune_structured(
+            model, config.structured, calibration=calib, on_progress=on_progress, input_shapes=shapes
+        )
         pruned = [d for d in decisions if d.kept is not None and len(d.kept) < d.group.size]
         fields["groups_total"] = len(decisions)
         fields["groups_pruned"] = len(pruned)
@@ -149,22 +174,41 @@ def prune_file(
     quality = quality or Quality()
     model_path, output = Path(model_path), Path(output)
     original = _fresh(model_path)
-    before = rep.layer_stats(original)
     session = make_session(model_path)
     for where, data in (("--calibration", calibration), ("--eval", evaluation)):
         if data is not None:
             check_dataset(session, data.samples, f"{where} {data.source}")
     split = split_data(calibration, evaluation, quality)
-    calib = list(split.calibration.batches(config.calib_batch)) if split.calibration is not None else None
-    fallback = synthesize_feeds(session, batch=config.bench_batch)
+    declared = {i.name: i.shape for i in session.get_inputs()}
+    batch = data_batch(declared, config.calib_batch)  # a fixed batch dim: samples one run each
+    calib = list(split.calibration.batches(batch)) if split.calibration is not None else None
+    # shape-dependent analysis sees the data's dims; synthesized inputs size the rest
+    data = calibration or evaluation
+    shapes = with_data_shapes(config.shapes, declared, data.samples if data is not None else None)
+    fallback = (  # synthesized inputs only without data (a symbolic spatial dim needs --shape then)
+        synthesize_feeds(session, shapes=config.shapes, batch=config.batch or config.bench_batch)
+        if data is None
+        else {}
+    )
+    before = rep.layer_stats(original, shapes)
     judge = make_judge(model_path, split, quality, fallback=[fallback], threads=config.threads)
+    # already-quantized layers are left alone (half-precision weights prune like float32 ones)
+    optimized = [layer for layer in optimized_layers(original) if layer.form != "half"]
 
     def attempt(ratio: float) -> tuple[tuple[ir.Model, dict, list[str]], Verdict]:
         model = _fresh(model_path)
         structured = config.structured if ratio is None else replace(config.structured, ratio=ratio)
         fields, notes = _prune(
-            model, original, replace(config, structured=structured), calib, judge, on_progress
+            model, original, replace(config, structured=structured), calib, judge, on_progress, shapes
         )
+        if optimized:
+            notes.append(f"{summary(optimized)}: left alone (prune the float model, then quantize)")
+            fields["skipped"] = fields.get("skipped", ()) + tuple(
+                rep.SkippedGroup(
+                    (layer.name,), 0, f"already quantized: {layer.detail}; prune the float model first"
+                )
+                for layer in optimized
+            )
         return (model, fields, notes), judge(model)
 
     search: tuple = ()
@@ -177,7 +221,7 @@ def prune_file(
         notes = [*notes, _search_note(best, attempts)]
     else:
         (model, fields, notes), verdict = attempt(None)
-    after = rep.layer_stats(model)
+    after = rep.layer_stats(model, shapes)
     staged = stage_model(model, output, source=model_path, overwrite_input=overwrite_input)
     written = staged.path
     if config.sparse_storage:
@@ -199,8 +243,8 @@ def prune_file(
         )
         ratio = fields["latency"].ratios[1].latency
     fast_enough, slow_note = speed_verdict(ratio, quality)
-    if ratio is not None and ratio >= 0.97:
-        notes.append(f"the pruned model is not faster than the original ({ratio:.2f}x latency)")
+    if config.measure and config.structured is not None:
+        notes += _speed_notes(fields["latency"], config.structured.round_to)
     if slow_note:
         notes.append(slow_note)
     passed = verdict.passed and fast_enough

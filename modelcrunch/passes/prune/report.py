@@ -32,9 +32,13 @@ def _prod(dims) -> int:
     return int(np.prod([1 if d is None else d for d in dims], dtype=np.int64))
 
 
-def layer_stats(model: ir.Model) -> dict[str, LayerStats]:
-    """Parameters and MACs (batch 1) of every Conv/ConvTranspose/Gemm/MatMul with a constant weight."""
-    facts = GraphFacts(model)
+def layer_stats(
+    model: ir.Model, input_shapes: dict[str, list[int | str]] | None = None
+) -> dict[str, LayerStats]:
+    """Parameters and MACs (batch 1) of every Conv/ConvTranspose/Gemm/MatMul with a constant weight.
+
+    ``input_shapes`` (``--shape``, or the data's dims) fixes open input dims; any left open count as 1."""
+    facts = GraphFacts(model, input_shapes)
     stats = {}
     for node in model.graph:
         if node.op_type not in LINEAR_OPS or len(node.inputs) < 2:

@@ -90,10 +90,11 @@ def plan(
     options: StructuredOptions,
     *,
     calibration: Iterable[dict[str, np.ndarray]] | None = None,
+    input_shapes: dict[str, list[int | str]] | None = None,
 ) -> list[GroupDecision]:
     """Find the groups, score them and decide which channels each keeps."""
     ensure_node_names(model)
-    groups = find_groups(model)
+    groups = find_groups(model, input_shapes)
     nodes = {n.name: n for n in model.graph}
     candidates = []
     decisions: dict[int, GroupDecision] = {}
@@ -220,11 +221,12 @@ def prune_structured(
     *,
     calibration: Iterable[dict[str, np.ndarray]] | None = None,
     on_progress: Callable[[str, int, int], None] | None = None,
+    input_shapes: dict[str, list[int | str]] | None = None,
 ) -> list[GroupDecision]:
     """Plan and apply structured pruning in place; returns the decision for every group."""
     if on_progress:
         on_progress("analysing channel groups", 0, 1)
-    decisions = plan(model, options, calibration=calibration)
+    decisions = plan(model, options, calibration=calibration, input_shapes=input_shapes)
     apply(model, decisions)
     if on_progress:
         on_progress("analysing channel groups", 1, 1)

@@ -130,6 +130,7 @@ def load_feeds(
     *,
     limit: int,
     shapes: Mapping | None = None,  # noqa: ANN001
+    batch: int | None = None,
 ) -> Feeds:
     """Up to ``limit`` one-sample feeds from ``path``, or synthesized ones when ``path`` is None.
 
@@ -141,7 +142,8 @@ def load_feeds(
 
         samples = [
             {
-                k: np.asarray(v) for k, v in synthesize_feeds(session, shapes=shapes, seed=seed).items()
+                k: np.asarray(v)
+                for k, v in synthesize_feeds(session, shapes=shapes, batch=batch, seed=seed).items()
             }  # 0-d bools
             for seed in range(min(limit, SYNTHETIC_SAMPLES))
         ]

@@ -45,6 +45,7 @@ from modelcrunch.passes.quantize.calibration import (
 )
 from modelcrunch.passes.quantize.channels import worst_channel_error
 from modelcrunch.passes.quantize.config import DYNAMIC_OP_TYPES, Mode, QuantizeOptions
+from modelcrunch.passes.quantize.existing import find_existing, restrict_options, unchanged_report
 from modelcrunch.passes.quantize.report import (
     Candidate,
     ExcludedNode,
@@ -470,6 +471,7 @@ def quantize_model(
     evaluation: Path | None = None,
     overwrite_input: bool = False,
     shapes: Mapping[str, list[int | str]] | None = None,
+    batch: int | None = None,
     reference_model: Path | None = None,
     on_progress: Progress = None,
 ) -> QuantizeReport:
@@ -481,9 +483,18 @@ def quantize_model(
     # quantization reads every weight, and its working copies live in a temporary folder: in memory
     ir.external_data.load_to_model(model)
     name_nodes(model)
+    existing = find_existing(model)  # already quantized: never a second quantization (existing.py)
+    if existing.quantized and not existing.floats:
+        return unchanged_report(
+            source, output, model, existing, options, overwrite_input=overwrite_input, started=started
+        )
+    if existing.quantized:
+        options = restrict_options(options, existing)
     annotated = annotated_names(model)  # the source's own value_info survives; ours is dropped
     check_targets(options)
     warnings: list[str] = []
+    if existing.quantized:
+        warnings.append(f"{existing.note()}: only those are quantized (--mode {options.mode.value})")
     with tempfile.TemporaryDirectory(prefix="modelcrunch-quantize-") as tmp:
         work = Path(tmp)
         reference = work / "reference.onnx"
@@ -491,10 +502,14 @@ def quantize_model(
         session = make_session(
             reference, provider=options.provider, threads=options.threads, config=ALTERNATING
         )
-        calib = load_feeds(calibration, session, limit=options.max_calibration_samples, shapes=shapes)
+        calib = load_feeds(
+            calibration, session, limit=options.max_calibration_samples, shapes=shapes, batch=batch
+        )
         held_out = evaluation is None and not calib.synthetic and options.holdout > 0 and len(calib) >= 2
         if evaluation is not None:
-            evals = load_feeds(evaluation, session, limit=options.max_eval_samples, shapes=shapes)
+            evals = load_feeds(
+                evaluation, session, limit=options.max_eval_samples, shapes=shapes, batch=batch
+            )
             judged_on = f"{len(evals)} samples of --eval {evaluation}"
         elif held_out:
             calib, evals = calib.split(options.holdout)
