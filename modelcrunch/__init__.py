@@ -5,6 +5,17 @@ from modelcrunch.io import load_model, model_size_bytes, save_model
 
 __version__ = "0.1.0"
 
+
+def optimize(model, calibration, out_dir, **options):  # noqa: ANN001, ANN003, ANN201
+    """Measured Pareto search over prune x factorize x precision (see ``modelcrunch.search.api.optimize``).
+
+    Returns the ``Frontier`` the ``optimize`` command renders. Optuna is imported on first call only.
+    """
+    from modelcrunch.search.api import optimize as run
+
+    return run(model, calibration, out_dir, **options)
+
+
 __all__ = [
     "GateFailed",
     "ModelcrunchError",
@@ -12,5 +23,6 @@ __all__ = [
     "__version__",
     "load_model",
     "model_size_bytes",
+    "optimize",
     "save_model",
 ]
