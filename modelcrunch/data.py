@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 #: Keys treated as labels when the model's input names are not known.
 DEFAULT_LABEL_KEYS = ("label", "labels", "target", "targets", "y")
+#: Share of the samples held out of calibration and repair for the verdict when no --eval is given.
+HOLDOUT = 0.2
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,27 @@ class Dataset:
             group.append(sample)
         if group:
             yield _concat(group)
+
+    def subset(self, indices: Iterable[int]) -> Dataset:
+        """The samples at ``indices`` (in that order) with their labels."""
+        picked = list(indices)
+        labels = {k: np.asarray(v)[picked] for k, v in self.labels.items() if len(v) == len(self.samples)}
+        return Dataset([self.samples[i] for i in picked], labels, self.source)
+
+    def split(self, holdout: float = HOLDOUT, seed: int = 0) -> tuple[Dataset, Dataset]:
+        """(kept, held out): a fixed, seeded share of the samples held out for the verdict.
+
+        At least one sample is held out and one kept; a single sample cannot be split (both are
+        the same dataset then: check ``len`` before calling this when that matters). Both keep the
+        original order of their samples.
+        """
+        n = len(self.samples)
+        if n < 2 or holdout <= 0:
+            return self, self
+        count = min(n - 1, max(1, round(n * holdout)))
+        held = np.sort(np.random.default_rng(seed).permutation(n)[:count])
+        kept = np.setdiff1d(np.arange(n), held)
+        return self.subset(kept.tolist()), self.subset(held.tolist())
 
     def label(self, key: str) -> np.ndarray:
         """The label array ``key`` (one entry per sample), or a one-line error naming the keys."""
