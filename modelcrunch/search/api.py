@@ -22,13 +22,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
-
-from modelcrunch.data import Dataset, load_dataset
+from modelcrunch.data import HOLDOUT, load_dataset
 from modelcrunch.errors import GateFailed, ModelcrunchError
 from modelcrunch.io import load_model, save_model
+from modelcrunch.runtime.judge import Judge, targets_from
 from modelcrunch.search import output, strategy
-from modelcrunch.search._judge_stand_in import Judge, Targets
 from modelcrunch.search.build import build
 from modelcrunch.search.frontier import Constraints, Frontier
 from modelcrunch.search.measure import OBJECTIVES, Figures, Measurer
@@ -37,7 +35,6 @@ from modelcrunch.search.store import Record, Store, storage_url
 
 logger = logging.getLogger(__name__)
 
-HOLDOUT = 0.2
 Event = Callable[[Frontier, str], None]
 
 
@@ -69,22 +66,6 @@ class Job:
     holdout: float = HOLDOUT
 
 
-def holdout_split(data: Dataset, share: float, seed: int) -> tuple[Dataset, Dataset]:
-    """TEMPORARY until ``Dataset.split`` lands: a seeded ``share`` of the samples held out."""
-    n = len(data)
-    if n < 2:
-        raise ModelcrunchError(f"{data.source}: optimize needs at least 2 samples (one is held out)")
-    order = np.random.default_rng(seed).permutation(n)
-    cut = max(1, int(round(n * share)))
-    held, kept = sorted(order[:cut].tolist()), sorted(order[cut:].tolist())
-
-    def part(idx: list[int]) -> Dataset:
-        labels = {k: v[idx] for k, v in data.labels.items() if len(v) == n}
-        return Dataset([data.samples[i] for i in idx], labels, data.source)
-
-    return part(kept), part(held)
-
-
 class _Context:
     """The loaded model, data, judge and store of one process."""
 
@@ -93,12 +74,20 @@ class _Context:
         self.original = load_model(job.model)
         self.space = discover(self.original, job.knobs)
         data = load_dataset(job.calibration, [v.name for v in self.original.graph.inputs])
-        self.calibration, self.held_out = holdout_split(data, job.holdout, job.seed)
-        targets = Targets(
-            min_cosine=job.constraints.min_cosine if job.constraints.min_cosine is not None else 0.99,
-            max_drop=job.constraints.max_drop,
+        if len(data) < 2:
+            raise ModelcrunchError(
+                f"{job.calibration}: optimize needs at least 2 samples (a share is held out)"
+            )
+        self.calibration, self.held_out = data.split(job.holdout, job.seed)
+        targets = targets_from(min_cosine=job.constraints.min_cosine, max_drop=job.constraints.max_drop)
+        judge = Judge(
+            self.original,
+            self.held_out,
+            targets=targets,
+            threads=job.threads,
+            provider=job.provider,
+            describe=f"{len(self.held_out)} held-out samples",
         )
-        judge = Judge(job.model, self.held_out, targets, threads=job.threads, provider=job.provider)
         self.measure = Measurer(
             job.model,
             judge,

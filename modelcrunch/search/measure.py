@@ -48,6 +48,17 @@ def _finite(value: float, default: float) -> float:
     return value if math.isfinite(value) else default
 
 
+def _clean(value: object) -> object:
+    """JSON-safe: non-finite floats become None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
 class Measurer:
     def __init__(
         self,
@@ -78,10 +89,10 @@ class Measurer:
         return Figures(
             quality=_finite(verdict.quality, 0.0),
             passed=bool(verdict.passed),
-            margin=_finite(verdict.margin, -1.0),
+            margin=_finite(verdict.margin, 1.0 if verdict.passed else -1.0),
             latency_ratio=1.0 if itself else float(bench.ratios[1].latency),
             latency_ms=float(model.latency.p50_ms),
             size_bytes=model_size_bytes(candidate),
             ram_bytes=model.memory_bytes,
-            verdict=verdict.to_dict(),
+            verdict=_clean(verdict.to_dict()),
         )
