@@ -141,7 +141,7 @@ def optimize(
     calibration: str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
-    objectives: Sequence[str] = ("latency",),
+    objectives: Sequence[str] = ("latency", "size"),
     max_latency_ratio: float | None = None,
     max_size_mb: float | None = None,
     min_cosine: float | None = None,
