@@ -32,7 +32,7 @@ from modelcrunch.runtime.judge import Judge
 
 THREADS = 2
 SINGLE = {
-    "quantize (auto)": ["quantize", "--no-bench"],
+    "quantize (auto)": ["quantize"],  # auto picks by measured latency: keep its bench
     "prune --structured": ["prune", "--structured", "--no-measure"],
     "factorize": ["factorize", "--no-measure"],
 }
