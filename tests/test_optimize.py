@@ -212,3 +212,34 @@ def test_live_view_and_summary_render(searched):
     console.print(render.summary(frontier))
     text = console.file.getvalue()
     assert "Pareto front" in text and "budget left" in text and "best.onnx" in text
+
+
+def test_composites_take_each_layer_at_its_strongest_safe_strength():
+    from modelcrunch.search.measure import Figures
+    from modelcrunch.search.space import Knob, SearchSpace
+    from modelcrunch.search.store import Record
+    from modelcrunch.search.strategy import composites
+
+    space = SearchSpace(
+        (
+            Knob("prune:a", (0.0, 0.25, 0.5), ""),
+            Knob("rank:b", (1.0, 0.95), ""),
+            Knob("precision", ("float", "static"), ""),
+        ),
+        {},
+    )
+
+    def rec(n: int, values: dict, quality: float, latency: float, passed: bool = True) -> Record:
+        figures = Figures(quality, passed, 0.0, latency, 1.0, 100, None, {})
+        return Record(n, "", space.neutral().moved(values), figures, "sensitivity", None)
+
+    records = [
+        rec(0, {}, 1.0, 1.0),
+        rec(1, {"precision": "static"}, 0.9999, 0.5),
+        rec(2, {"prune:a": 0.25}, 0.9999, 0.9),
+        rec(3, {"prune:a": 0.5}, 0.99, 0.8),
+        rec(4, {"rank:b": 0.95}, 0.999, 1.1),  # slower alone: never taken
+    ]
+    (first, *_), all_ = composites(space, records, "latency")[:1], composites(space, records, "latency")
+    assert first.changed() == {"precision": "static", "prune:a": 0.25}
+    assert all(c.values["rank:b"] == 1.0 for c in all_)

@@ -220,6 +220,10 @@ def optimize(
             break
         step(settings, "sensitivity")
     if greedy:
+        for settings in strategy.composites(ctx.space, ctx.store.records(), objectives[0]):
+            if time.monotonic() >= started + GREEDY_SHARE * time_budget_s or done >= trials:
+                break
+            step(settings, "composite")
         for settings, tell in strategy.greedy_steps(ctx.space, ctx.store.records, objectives[0]):
             if time.monotonic() >= started + GREEDY_SHARE * time_budget_s or done >= trials:
                 break

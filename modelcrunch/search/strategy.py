@@ -4,12 +4,14 @@
    original, each to each strength — precision first, then every layer. Each entry is a real,
    measured candidate (so the tables also seed the front): quality loss and latency/size/RAM
    change of that layer alone, on the target provider.
-2. **Greedy path** (NetAdapt / AIMET style): from the fastest whole-model precision that passes,
+2. **Composites** (AIMET-style ratio selection): for a few per-layer loss budgets, every layer at
+   the strongest strength the tables say stays within the budget, composed and measured.
+3. **Greedy path** (NetAdapt style): from the fastest whole-model precision that passes,
    step one layer one strength further at a time — the step the tables *predict* gives the most
    footprint per unit of quality lost (effects assumed additive) — then build and *measure* it.
    A measured step that fails the quality target, or does not lower the footprint, blocks that
    layer; the path ends when no step is left.
-3. **Sampler** (Optuna NSGA-II over every knob, seeded): fills the front until the budget ends.
+4. **Sampler** (Optuna NSGA-II over every knob, seeded): fills the front until the budget ends.
 
 Predicted figures only choose what to measure next; only measured figures reach the front.
 """
@@ -65,6 +67,50 @@ def _predict(
     return gain, max(before.quality - after.quality, 0.0)
 
 
+#: Per-layer quality-loss budgets of the composite candidates (AIMET-style ratio selection).
+COMPOSITE_LOSSES = (0.0005, 0.002, 0.005)
+
+
+def _start(space: SearchSpace, table: Table, objective: str) -> Settings:
+    """The original at the fastest (lowest-footprint) whole-model precision that passes alone."""
+    passing = [
+        (f.objective(objective), v) for (name, v), f in table.items() if name == "precision" and f.passed
+    ]
+    start = space.neutral()
+    return start.moved({"precision": min(passing, key=lambda t: t[0])[1]}) if passing else start
+
+
+def composites(space: SearchSpace, records: list[Record], objective: str) -> list[Settings]:
+    """AIMET-style: for each per-layer loss budget, every layer at its strongest strength whose
+    loss alone stays within the budget (and that lowers the footprint alone), all composed, at the
+    fastest passing precision. The tables predict each layer; the composite is then measured."""
+    table = table_of(records)
+    base = next((r.figures for r in records if not r.settings.changed()), None)
+    if base is None:
+        return []
+    start = _start(space, table, objective)
+    out: list[Settings] = []
+    for budget in COMPOSITE_LOSSES:
+        moves = {}
+        for knob in space.knobs:
+            if knob.kind not in ("prune", "rank"):
+                continue
+            for value in reversed(knob.choices[1:]):
+                f = table.get((knob.name, value))
+                if (
+                    f is not None
+                    and f.passed
+                    and base.quality - f.quality <= budget
+                    and f.objective(objective) < base.objective(objective)
+                ):
+                    moves[knob.name] = value
+                    break
+        candidate = start.moved(moves)
+        if moves and candidate.key not in {c.key for c in out}:
+            out.append(candidate)
+    return out
+
+
 def greedy_steps(
     space: SearchSpace,
     records: Callable[[], list[Record]],
@@ -75,17 +121,8 @@ def greedy_steps(
     base = next((r.figures for r in records() if not r.settings.changed()), None)
     if base is None:
         return
-    passing = [
-        (f.objective(objective), name, v)
-        for (name, v), f in table.items()
-        if name == "precision" and f.passed
-    ]
-    current = space.neutral()
-    current_figures = base
-    if passing:
-        _, name, value = min(passing, key=lambda t: t[0])
-        current = current.moved({name: value})
-        current_figures = table[(name, value)]
+    current = _start(space, table, objective)
+    current_figures = table.get(("precision", current.precision), base)
     blocked: set[str] = set()
     while True:
         options = []
