@@ -33,13 +33,12 @@ def _copy(src: Path, dest: Path) -> None:
 
 
 def _prune_models(frontier: Frontier, out_dir: Path) -> Frontier:
-    models = (out_dir / "models").resolve()
+    models = str((out_dir / "models").resolve()) + os.sep  # the original's own path is never touched
     keep = {p.model for p in frontier.points if p.on_front and p.model}
     points = []
     for p in frontier.points:
-        path = Path(p.model) if p.model else None
-        if path is not None and path.parent.resolve() == models and p.model not in keep:
-            path.unlink(missing_ok=True)
+        if p.model and p.model.startswith(models) and p.model not in keep:
+            Path(p.model).unlink(missing_ok=True)
             p = dataclasses.replace(p, model=None)
         points.append(p)
     best = next((p for p in points if frontier.best and p.number == frontier.best.number), None)
