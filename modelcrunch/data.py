@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from modelcrunch.budget import nbytes, reserve
 from modelcrunch.errors import ModelcrunchError
 
 logger = logging.getLogger(__name__)
@@ -116,9 +117,12 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     """All arrays of one ``.npz`` file, refusing pickles, object arrays and non-npz files."""
     if not path.exists():
         raise ModelcrunchError(f"{path}: no such file")
+    if not path.is_file():  # a FIFO or a device would block or never end
+        raise ModelcrunchError(f"{path}: not a regular file")
     if not zipfile.is_zipfile(path):
         hint = " (a single .npy array; save with np.savez(path, input=arr) instead)" if _is_npy(path) else ""
         raise ModelcrunchError(f"{path}: not an .npz archive{hint}")
+    _check_members(path)
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
@@ -133,9 +137,36 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     if not arrays:
         raise ModelcrunchError(f"{path}: the .npz archive holds no arrays")
     for key, arr in arrays.items():
+        if not isinstance(arr, np.ndarray):
+            raise ModelcrunchError(f"{path}: member '{key}' is not a .npy array")
         if arr.dtype.hasobject or arr.dtype.kind in "OV":
             raise ModelcrunchError(f"{path}: array '{key}' has dtype {arr.dtype}; only numeric/bool arrays")
+        if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
+            raise ModelcrunchError(f"{path}: array '{key}' holds NaN or infinite values")
     return arrays
+
+
+def _check_members(path: Path) -> None:
+    """Every member is a ``.npy`` array whose header fits the memory budget (read before the data:
+    a small compressed archive can claim gigabytes)."""
+    total = 0
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if not info.filename.endswith(".npy"):
+                    raise ModelcrunchError(f"{path}: member '{info.filename}' is not a .npy array")
+                with archive.open(info) as fh:
+                    version = np.lib.format.read_magic(fh)
+                    if version == (1, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+                    else:
+                        shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+                total += max(nbytes(shape, dtype.itemsize), info.file_size)
+    except ModelcrunchError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, NotImplementedError, RuntimeError) as exc:
+        raise ModelcrunchError(f"{path}: unreadable .npz ({' '.join(str(exc).split())[:200]})") from exc
+    reserve(total, f"{path} (decompressed)")
 
 
 def _is_npy(path: Path) -> bool:

@@ -262,11 +262,11 @@ class Sequence:
 
     def figures(self) -> list[Figure]:
         strings = self.same / self.samples if self.samples else 1.0
-        details = {
-            "samples": self.samples,
-            "step_top1_agreement": self.step_agree / self.steps if self.steps else None,
-        }
-        return [("string agreement", strings, details)]
+        steps = self.step_agree / self.steps if self.steps else 1.0
+        return [
+            ("string agreement", strings, {"samples": self.samples}),
+            ("top-1 agreement (per step)", steps, {}),
+        ]
 
 
 # ---- embeddings -----------------------------------------------------------------------------
