@@ -38,13 +38,14 @@ def _root(
 
 
 # ---- commands: one thin module each -------------------------------------------------------
-from modelcrunch.cli import bench, factorize, inspect, prune, quantize  # noqa: E402
+from modelcrunch.cli import bench, factorize, inspect, optimize, prune, quantize  # noqa: E402
 
 app.command("inspect")(inspect.inspect_cmd)
 app.command("bench")(bench.bench_cmd)
 app.command("quantize")(quantize.quantize_cmd)
 app.command("prune")(prune.prune_cmd)
 app.command("factorize")(factorize.factorize_cmd)
+app.command("optimize")(optimize.optimize_cmd)
 
 
 def main(argv: list[str] | None = None) -> None:
