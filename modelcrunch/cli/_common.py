@@ -22,6 +22,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from modelcrunch.cli._guard import OptionError, check_options, describe_unexpected
 from modelcrunch.errors import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_GATE, ModelcrunchError
+from modelcrunch.passes.guard import Quality
+from modelcrunch.runtime.judge import Targets
+from modelcrunch.runtime.semantics import parse_kind_overrides
 from modelcrunch.shapes import parse_shape_overrides
 
 # ---- shared option types -------------------------------------------------------------------
@@ -47,7 +50,7 @@ def _fraction(flag: str) -> typer.models.OptionInfo:
 
 
 TARGET_HELP = {
-    "--min-cosine": "cosine of each float output, worst channel group (default 0.99; embeddings per sample)",
+    "--min-cosine": "worst channel-group cosine (default 0.99 on generic outputs, per sample on embeddings)",
     "--min-top1-agreement": "top-1 agreement of class outputs along the class axis (default 0.99)",
     "--min-mask-iou": "per-sample mask IoU of probability maps, mean (default 0.985; worst: 0.085 less)",
     "--min-f1": "detection F1 against the original's decoded detections at IoU 0.5 (default 0.95)",
@@ -91,6 +94,55 @@ ReferenceOpt = Annotated[
     Path | None,
     typer.Option("--reference", help="Judge against this model (the true original of a chained step)."),
 ]
+
+
+RequireFasterOpt = Annotated[
+    bool,
+    typer.Option("--require-faster", help="Fail (exit 3) unless the result is faster than the original."),
+]
+AllowSlowerOpt = Annotated[
+    bool, typer.Option("--allow-slower", help="Accept a result slower than the original (else exit 3).")
+]
+
+
+def quality_from(
+    *,
+    min_cosine: float | None,
+    min_top1_agreement: float | None,
+    min_mask_iou: float | None,
+    min_f1: float | None,
+    min_string_agreement: float | None,
+    min_decision_agreement: float | None,
+    max_drop: float | None,
+    output_kind: list[str] | None,
+    task: str | None,
+    metric: str | None,
+    holdout: float,
+    reference: Path | None,
+    keep_best: bool,
+    require_faster: bool,
+    allow_slower: bool,
+) -> Quality:
+    """The guard's options (``passes/guard.Quality``) from the shared quality options."""
+    targets = Targets(
+        min_cosine=min_cosine,
+        min_top1=min_top1_agreement,
+        min_strings=min_string_agreement,
+        min_f1=min_f1,
+        min_mask_iou=min_mask_iou,
+        min_decisions=min_decision_agreement,
+        max_drop=max_drop,
+    )
+    return Quality(
+        targets=targets,
+        kinds=parse_kind_overrides(output_kind, task),
+        metric=metric,
+        holdout=holdout,
+        reference=reference,
+        keep_best=keep_best,
+        require_faster=require_faster,
+        allow_slower=allow_slower,
+    )
 
 
 def exit_missed(passed: bool, summary: str) -> None:
