@@ -78,7 +78,9 @@ def factorize_file(
     declared = {v.name: v.shape for v in model.graph.inputs}
     analysis_shapes = with_data_shapes(shapes, declared, data.samples if data is not None else None)
     fixed = {
-        name: [d if isinstance(d, int) else None for d in dims] for name, dims in declared.items() if dims
+        name: [d if isinstance(d, int) else None for d in dims]
+        for name, dims in declared.items()
+        if dims is not None
     }
     config = dataclasses.replace(config, batch_size=data_batch(fixed, config.batch_size))
     report = factorize(model, config, calibration, shapes=analysis_shapes, on_progress=on_progress)
