@@ -4,6 +4,17 @@ from modelcrunch.errors import GateFailed, ModelcrunchError, VerificationError
 
 __version__ = "0.1.0"
 
+
+def optimize(model, calibration, out_dir, **options):  # noqa: ANN001, ANN003, ANN201
+    """Measured Pareto search over prune x factorize x precision (see ``modelcrunch.search.api.optimize``).
+
+    Returns the ``Frontier`` the ``optimize`` command renders. Optuna is imported on first call only.
+    """
+    from modelcrunch.search.api import optimize as run
+
+    return run(model, calibration, out_dir, **options)
+
+
 __all__ = [
     "GateFailed",
     "ModelcrunchError",
@@ -11,6 +22,7 @@ __all__ = [
     "__version__",
     "load_model",
     "model_size_bytes",
+    "optimize",
     "save_model",
 ]
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,7 @@ from modelcrunch.analysis.cost import heavy_op
 from modelcrunch.analysis.memory import MemoryEstimate, estimate_activation_memory
 from modelcrunch.analysis.shapes import Shape, ShapeTable, infer_shapes
 from modelcrunch.io import load_model
+from modelcrunch.runtime.semantics import infer_specs
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ class InspectReport:
     layers: list[LayerStats]
     memory: MemoryEstimate
     shape_inference_error: str | None
+    output_kinds: dict = field(default_factory=dict)  # name -> runtime.semantics.OutputSpec.to_dict()
 
     @property
     def flops_total(self) -> int:
@@ -241,7 +243,11 @@ def _tensor_info(value: ir.Value, shape: Shape | None, table: ShapeTable) -> Ten
 
 
 def inspect_model(
-    path: str | Path, shapes: dict[str, list[int | str]] | None = None, *, batch: int | None = None
+    path: str | Path,
+    shapes: dict[str, list[int | str]] | None = None,
+    *,
+    batch: int | None = None,
+    kinds: dict[str, str] | None = None,
 ) -> InspectReport:
     """Load ``path`` lazily and report its structure, parameters, MACs and activation memory."""
     path = Path(path)
@@ -297,4 +303,5 @@ def inspect_model(
         layers=layers,
         memory=estimate_activation_memory(model, table),
         shape_inference_error=table.inference_error,
+        output_kinds={name: spec.to_dict() for name, spec in infer_specs(model, None, kinds).items()},
     )

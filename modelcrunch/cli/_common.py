@@ -46,58 +46,6 @@ EvalOpt = Annotated[Path | None, typer.Option("--eval", help="Held-out data for 
 NoMeasureOpt = Annotated[bool, typer.Option("--no-measure", help="Skip fidelity and latency measurement.")]
 
 
-# ---- the quality judge's options (quantize, prune, factorize; runtime/judge.py) ---------------
-def _fraction(flag: str) -> typer.models.OptionInfo:
-    return typer.Option(flag, help=f"Task target: {TARGET_HELP[flag]} (0 switches the default off).")
-
-
-TARGET_HELP = {
-    "--min-cosine": "cosine of each float output, worst channel group (default 0.99; embeddings per sample)",
-    "--min-top1-agreement": "top-1 agreement of class outputs along the class axis (default 0.99)",
-    "--min-mask-iou": "per-sample mask IoU of probability maps, mean (default 0.985; worst: 0.085 less)",
-    "--min-f1": "detection F1 against the original's decoded detections at IoU 0.5 (default 0.95)",
-    "--min-string-agreement": "share of CTC-decoded strings identical to the original's (default 0.95)",
-    "--min-decision-agreement": "scalar scores' decisions at 0.5 that agree (default 0.99)",
-}
-MinCosineOpt = Annotated[float | None, _fraction("--min-cosine")]
-MinTop1Opt = Annotated[float | None, _fraction("--min-top1-agreement")]
-MinMaskIouOpt = Annotated[float | None, _fraction("--min-mask-iou")]
-MinF1Opt = Annotated[float | None, _fraction("--min-f1")]
-MinStringsOpt = Annotated[float | None, _fraction("--min-string-agreement")]
-MinDecisionsOpt = Annotated[float | None, _fraction("--min-decision-agreement")]
-MaxDropOpt = Annotated[
-    float | None, typer.Option("--max-drop", help="Task target: accuracy drop in points (needs labels).")
-]
-OutputKindOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--output-kind",
-        help="Judge output NAME as KIND: detection[:yolov8|yolov5|nms], classes, sequence, embedding, map, "
-        "scalar, generic (repeatable; overrides the inference).",
-    ),
-]
-TaskOpt = Annotated[
-    str | None, typer.Option("--task", help="The kind of every output not named by --output-kind.")
-]
-MetricOpt = Annotated[
-    str | None,
-    typer.Option("--metric", help="Your own task figure: module:function or file.py:function (see README)."),
-]
-KeepBestOpt = Annotated[
-    bool, typer.Option("--keep-best", help="Write the best model even when it misses the target (exit 3).")
-]
-HoldoutOpt = Annotated[
-    float,
-    typer.Option(
-        "--holdout", help="Share of --calibration held out for the verdict when no --eval is given (0: none)."
-    ),
-]
-ReferenceOpt = Annotated[
-    Path | None,
-    typer.Option("--reference", help="Judge against this model (the true original of a chained step)."),
-]
-
-
 def exit_missed(passed: bool, summary: str) -> None:
     """After the report is rendered: exit 3 with one line when the quality target was missed."""
     if not passed:
@@ -132,7 +80,7 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
                 raise
             raise fail(str(exc).replace("\n", " "), exc.exit_code) from None
         except KeyboardInterrupt:
-            raise fail("interrupted", 130) from None
+            raise  # the entry point says "interrupted" (exit 130), wherever the interrupt came
         except MemoryError:
             raise fail("out of memory", EXIT_FAILURE) from None
         except (typer.Exit, typer.Abort, SystemExit):

@@ -38,18 +38,20 @@ def _root(
 
 
 # ---- commands: one thin module each -------------------------------------------------------
-from modelcrunch.cli import bench, factorize, inspect, prune, quantize  # noqa: E402
+from modelcrunch.cli import bench, factorize, inspect, optimize, prune, quantize  # noqa: E402
 
 app.command("inspect")(inspect.inspect_cmd)
 app.command("bench")(bench.bench_cmd)
 app.command("quantize")(quantize.quantize_cmd)
 app.command("prune")(prune.prune_cmd)
 app.command("factorize")(factorize.factorize_cmd)
+app.command("optimize")(optimize.optimize_cmd)
 
 
 def main(argv: list[str] | None = None) -> None:
     """The console entry point: every usage error is one line (exit 2), Ctrl-C is "interrupted"."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    logging.captureWarnings(True)  # numpy's RuntimeWarnings and the like: through the filter below
     for handler in logging.getLogger().handlers:
         handler.addFilter(_own_warnings)
     import onnxruntime
@@ -65,6 +67,8 @@ def main(argv: list[str] | None = None) -> None:
         raise _one_line(f"{exc.format_message()} (see '{command} --help')", EXIT_BAD_INPUT) from None
     except (typer.Abort, KeyboardInterrupt):
         raise _one_line("interrupted", 130) from None
+    if code == 130:  # typer turns a KeyboardInterrupt into Exit(130), silently
+        raise _one_line("interrupted", 130)
     raise SystemExit(code if isinstance(code, int) else 0)
 
 

@@ -20,6 +20,7 @@ from modelcrunch.cli._common import (
     stdout,
 )
 from modelcrunch.render.inspect import render_inspect
+from modelcrunch.runtime.semantics import parse_kind_overrides
 from modelcrunch.runtime.session import load_problem
 
 
@@ -31,12 +32,18 @@ def inspect_cmd(
         int | None, typer.Option(min=1, help="Set every input's first symbolic dim (e.g. batch) to N.")
     ] = None,
     top: Annotated[int, typer.Option(min=0, help="Heavy layers shown, by MACs (--json lists all).")] = 20,
+    output_kind: Annotated[
+        list[str] | None,
+        typer.Option("--output-kind", help="Read output NAME as KIND (see README: Quality); repeatable."),
+    ] = None,
+    task: Annotated[str | None, typer.Option("--task", help="The kind of every output not named.")] = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Show a model's size, signature, parameters, per-layer MACs and peak activation memory."""
-    report = inspect_model(model, shapes_option(shape), batch=batch)
+    kinds = parse_kind_overrides(output_kind, task)
+    report = inspect_model(model, shapes_option(shape), batch=batch, kinds=kinds)
     problem = load_problem(model)
     if problem is not None:
         stderr.print(f"warning: {problem}", markup=False, highlight=False, soft_wrap=True)

@@ -19,16 +19,36 @@ from modelcrunch.cli._common import (
     QuietOpt,
     ShapeOpt,
     emit_json,
+    exit_missed,
     handle_errors,
     progress_bar,
     shapes_option,
     stdout,
 )
+from modelcrunch.cli._quality import (
+    AllowSlowerOpt,
+    HoldoutOpt,
+    KeepBestOpt,
+    MaxDropOpt,
+    MetricOpt,
+    MinCosineOpt,
+    MinDecisionsOpt,
+    MinF1Opt,
+    MinMaskIouOpt,
+    MinStringsOpt,
+    MinTop1Opt,
+    OutputKindOpt,
+    ReferenceOpt,
+    RequireFasterOpt,
+    TaskOpt,
+    quality_from,
+)
 from modelcrunch.data import load_dataset
 from modelcrunch.passes.prune.nm import parse_pattern
-from modelcrunch.passes.prune.pipeline import PruneConfig, prune_file
+from modelcrunch.passes.prune.pipeline import SEARCH_RATIOS, PruneConfig, prune_file
 from modelcrunch.passes.prune.structured import StructuredOptions
 from modelcrunch.render.prune import render_prune
+from modelcrunch.render.verdict import miss_line
 from modelcrunch.runtime.kernels import conv_channel_multiple
 
 Opt = typer.Option
@@ -41,7 +61,14 @@ def prune_cmd(
     structured: Annotated[
         bool, Opt("--structured", help="Remove whole channels (smaller dense model).")
     ] = False,
-    ratio: Annotated[float, Opt(help="Structured: fraction of channels to remove.")] = 0.3,
+    ratio: Annotated[
+        float | None,
+        Opt(
+            help="Structured: fraction of channels to remove (default: the strongest of 0.1 … 0.7 that "
+            "meets the quality target).",
+            show_default=False,
+        ),
+    ] = None,
     importance: Annotated[str, Opt(help="l1 | l2 | bn | activation (needs --calibration).")] = "l2",
     scope: Annotated[str, Opt(help="local (per layer) | global (ranking across layers).")] = "local",
     min_channels: Annotated[int, Opt(help="Structured: never keep fewer channels per group.")] = 1,
@@ -68,6 +95,21 @@ def prune_cmd(
     sparse_storage: Annotated[bool, Opt("--sparse-storage", help="Store sparse weights sparsely.")] = False,
     no_measure: NoMeasureOpt = False,
     threads: Annotated[int | None, Opt(help="Threads for the latency measurement.")] = None,
+    min_cosine: MinCosineOpt = None,
+    min_top1_agreement: MinTop1Opt = None,
+    min_mask_iou: MinMaskIouOpt = None,
+    min_f1: MinF1Opt = None,
+    min_string_agreement: MinStringsOpt = None,
+    min_decision_agreement: MinDecisionsOpt = None,
+    max_drop: MaxDropOpt = None,
+    output_kind: OutputKindOpt = None,
+    task: TaskOpt = None,
+    metric: MetricOpt = None,
+    holdout: HoldoutOpt = 0.2,
+    reference: ReferenceOpt = None,
+    keep_best: KeepBestOpt = False,
+    require_faster: RequireFasterOpt = False,
+    allow_slower: AllowSlowerOpt = False,
     shape: ShapeOpt = None,
     batch: BatchOpt = None,
     overwrite_input: OverwriteInputOpt = False,
@@ -77,9 +119,26 @@ def prune_cmd(
 ) -> None:
     """Prune a model: structured channels (--structured), magnitude (--sparsity) or N:M (--pattern)."""
     excluded = tuple(exclude or ())
+    quality = quality_from(
+        min_cosine=min_cosine,
+        min_top1_agreement=min_top1_agreement,
+        min_mask_iou=min_mask_iou,
+        min_f1=min_f1,
+        min_string_agreement=min_string_agreement,
+        min_decision_agreement=min_decision_agreement,
+        max_drop=max_drop,
+        output_kind=output_kind,
+        task=task,
+        metric=metric,
+        holdout=holdout,
+        reference=reference,
+        keep_best=keep_best,
+        require_faster=require_faster,
+        allow_slower=allow_slower,
+    )
     config = PruneConfig(
         structured=StructuredOptions(
-            ratio=ratio,
+            ratio=0.3 if ratio is None else ratio,
             scope=scope,
             importance=importance,
             min_channels=min_channels,
@@ -100,6 +159,7 @@ def prune_cmd(
         repair=not no_repair,
         measure=not no_measure,
         threads=threads,
+        search_ratios=SEARCH_RATIOS if structured and ratio is None else None,
         shapes=shapes_option(shape),
         batch=batch,
     )
@@ -113,9 +173,11 @@ def prune_cmd(
             calibration=calib,
             evaluation=evaluation,
             overwrite_input=overwrite_input,
+            quality=quality,
             on_progress=on_progress,
         )
     if json_out:
         emit_json(report.to_dict())
     elif not quiet:
         render_prune(report, stdout)
+    exit_missed(report.passed, miss_line(report.verdict, report.notes))

@@ -52,3 +52,22 @@ def verdict_rows(verdict: dict | None) -> list[tuple[str, str]]:
 def add_verdict(table: Table, verdict: dict | None) -> None:
     for label, text in verdict_rows(verdict):
         table.add_row(label, text)
+
+
+def verdict_table(verdict: dict | None, title: str = "quality") -> Table:
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    add_verdict(table, verdict)
+    return table
+
+
+def miss_line(verdict: dict | None, notes: tuple[str, ...] | list[str] = ()) -> str:
+    """One line saying why a run failed: the missed figures, else the speed note."""
+    missed = [f for f in (verdict or {}).get("figures", []) if f["target"] is not None and not f["passed"]]
+    if missed:
+        parts = [f"{f['output']}: {f['figure']} {f['value'] if f['value'] is None else round(f['value'], 4)} "
+                 f"(target {f['target']:g})" for f in missed]  # fmt: skip
+        return "quality target missed: " + "; ".join(parts)
+    slow = [n for n in notes if "SLOWER" in n or "--require-faster" in n]
+    return slow[0] if slow else "quality target missed"

@@ -150,6 +150,34 @@ def _l2_normalised(value: ir.Value) -> bool:
     return False
 
 
+def _has_sigmoid(value: ir.Value, depth: int = 4) -> bool:
+    node = value.producer()
+    for _ in range(depth):
+        if node is None:
+            return False
+        if node.op_type == "Sigmoid":
+            return True
+        if not node.inputs or node.inputs[0] is None:
+            return False
+        node = node.inputs[0].producer()
+    return False
+
+
+def _concat_detection(value: ir.Value) -> int | None:
+    """The concat axis when ``value`` is a Concat (seen through pass-through ops and a Transpose-free
+    Reshape) of a Sigmoid score branch and another branch: YOLO's head, without data to check."""
+    _, node = _source(value)
+    if node is None or node.op_type != "Concat" or len(node.inputs) < 2:
+        return None
+    branches = [v for v in node.inputs if v is not None]
+    sigmoid = [_has_sigmoid(v) for v in branches]
+    if not any(sigmoid) or all(sigmoid):
+        return None
+    attr = node.attributes.get("axis")
+    axis = attr.as_int() if attr is not None else 1
+    return axis if axis in (1, 2) else (1 if axis == -2 else 2 if axis == -1 else None)
+
+
 def _mask_input(model: ir.Model) -> str | None:
     for value in model.graph.inputs:
         lowered = value.name.lower()
@@ -248,6 +276,13 @@ def _infer_one(model: ir.Model, output: ir.Value, values: np.ndarray | None) -> 
             f"(read as {layout})",
             axis, layout,
         )  # fmt: skip
+    if rank == 3 and values is None and (axis := _concat_detection(output)) is not None:
+        layout = "yolov8" if axis == 1 else "yolov5"
+        reason = (
+            f"rank 3, a Concat on axis {axis} of a box branch and a Sigmoid score branch (read as "
+            f"{layout}; the data decides when given)"
+        )
+        return OutputSpec(name, "detection", reason, axis, layout)
     if softmax is not None:
         if rank == 2:
             return OutputSpec(name, "classes", f"Softmax over axis {softmax} of a rank-2 output", softmax)

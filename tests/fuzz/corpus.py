@@ -42,6 +42,8 @@ class Case:
     measure: bool = False  # run the measurements too (slower)
     expect_ok: bool = False  # a valid case: every command must succeed
     fast: bool = False  # part of the slice run by the default test suite
+    time_limit: float | None = None  # seconds, where the runner's default is too short for real work
+    interrupt_after: float | None = None  # send SIGINT (Ctrl-C) this many seconds into the run
 
 
 # ---- models -------------------------------------------------------------------------------------
@@ -299,6 +301,30 @@ def _conv_group_mismatch() -> onnx.ModelProto:
     return _tiny([conv], inputs=[x], outputs=[y], inits=[_w(shape=(4, 4, 3, 3))])
 
 
+def _segmentation(d: Path) -> None:
+    """A small page-segmentation-like net: 300x300 inputs and maps, 32 calibration samples."""
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 300, 300])
+    y = helper.make_tensor_value_info("map", TensorProto.FLOAT, ["batch", 1, 300, 300])
+    rng = np.random.default_rng(0)
+    inits, nodes, prev = [], [], "input"
+    for i, (cin, cout) in enumerate([(3, 16), (16, 32), (32, 16), (16, 1)]):
+        inits += [
+            numpy_helper.from_array(
+                (rng.standard_normal((cout, cin, 3, 3)) * 0.2).astype(np.float32), f"w{i}"
+            ),
+            numpy_helper.from_array(np.zeros(cout, np.float32), f"b{i}"),
+        ]
+        nodes.append(helper.make_node("Conv", [prev, f"w{i}", f"b{i}"], [f"c{i}"], pads=[1, 1, 1, 1]))
+        last = i == 3
+        nodes.append(helper.make_node("Sigmoid" if last else "Relu", [f"c{i}"], ["map" if last else f"r{i}"]))
+        prev = f"r{i}"
+    graph = helper.make_graph(nodes, "seg", [x], [y], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    _save(model, d / "m.onnx")
+    np.savez(d / "d.npz", input=rng.random((32, 3, 300, 300), dtype=np.float32))
+
+
 # ---- data files ---------------------------------------------------------------------------------
 
 
@@ -488,6 +514,18 @@ def cases() -> list[Case]:
         Case("valid-unicode-path", _copy_mlp, model="m.onnx", output="ö ut x.onnx", expect_ok=True),
         Case("valid-overwrites-existing-output", _with_output(_copy_mlp, _existing_out), expect_ok=True),
         Case("valid-output-in-new-folder", _copy_mlp, output="new/sub/out.onnx", expect_ok=True),
+        # Ctrl-C part-way: exit 130 in one line, an existing -o untouched, nothing left behind
+        *[
+            Case(
+                f"interrupt-after-{t}s",
+                _with_output(_copy_mlp, _existing_out),
+                data="d.npz",
+                measure=True,
+                interrupt_after=t,
+                commands=("bench", "quantize", "prune", "factorize"),
+            )
+            for t in (0.5, 1.5, 3.0)
+        ],
         # output paths that name the input or one of its files
         Case("out-is-input", _copy_mlp, output="m.onnx", fast=True),
         Case("out-is-external-data", _external, output="m.onnx.data", fast=True),
@@ -590,6 +628,13 @@ def cases() -> list[Case]:
         Case("data-folder-empty", _folder(lambda p: None), data="data"),
         Case("data-folder-corrupt-member", _folder(_folder_corrupt), data="data"),
         Case("data-bool", data_case(_npz(input=x > 0)), data="d.npz"),
+        Case(
+            "valid-segmentation-300x300-32-samples",
+            _segmentation,
+            data="d.npz",
+            expect_ok=True,
+            time_limit=600,
+        ),
         Case("data-huge-values", data_case(_npz(input=np.full((4, 64), 3e38, np.float32))), data="d.npz"),
     ]
     # option values
@@ -631,12 +676,18 @@ def cases() -> list[Case]:
         ("factorize-threads-huge", "factorize", ["--threads", "100000"], True),
         ("factorize-method-bogus", "factorize", ["--method", "magic"], False),
         ("inspect-batch-huge", "inspect", ["--batch", "20000000"], False),
+        ("factorize-shape-20-digits", "factorize", ["--shape", "input=99999999999999999999x64"], False),
+        ("factorize-shape-garbage", "factorize", ["--shape", "input=1x1x1x1x1"], False),
         ("inspect-batch-20-digits", "inspect", ["--batch", "99999999999999999999"], False),
         ("inspect-top-negative", "inspect", ["--top", "-1"], False),
         ("any-unknown-option", "*", ["--frobnicate"], False),
     ]
+    without_data = {"bench-batch-huge", "bench-seed-negative", "bench-shape-20-digits", "bench-shape-huge"}
     for name, command, args, fast in opt:
         commands = COMMANDS if command == "*" else (command,)
+        if name in without_data:
+            out.append(Case(f"opt-{name}", _copy_mlp, extra={command: args}, commands=commands, fast=fast))
+            continue
         out.append(
             Case(f"opt-{name}", _copy_mlp, data="d.npz", extra={command: args}, commands=commands, fast=fast)
         )

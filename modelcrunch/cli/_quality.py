@@ -1,0 +1,114 @@
+"""The quality options that quantize, prune and factorize share (the judge's targets, kinds, data
+split and the guard's switches), and the ``Quality`` they make. Only those commands import this."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from modelcrunch.passes.guard import Quality
+from modelcrunch.runtime.judge import Targets
+from modelcrunch.runtime.semantics import parse_kind_overrides
+
+
+# ---- the quality judge's options (quantize, prune, factorize; runtime/judge.py) ---------------
+def _fraction(flag: str) -> typer.models.OptionInfo:
+    return typer.Option(flag, help=f"Task target: {TARGET_HELP[flag]} (0 switches the default off).")
+
+
+TARGET_HELP = {
+    "--min-cosine": "worst channel-group cosine (default 0.99 on generic outputs, per sample on embeddings)",
+    "--min-top1-agreement": "top-1 agreement of class outputs along the class axis (default 0.99)",
+    "--min-mask-iou": "per-sample mask IoU of probability maps, mean (default 0.985; worst: 0.085 less)",
+    "--min-f1": "detection F1 against the original's decoded detections at IoU 0.5 (default 0.95)",
+    "--min-string-agreement": "share of CTC-decoded strings identical to the original's (default 0.95)",
+    "--min-decision-agreement": "scalar scores' decisions at 0.5 that agree (default 0.99)",
+}
+MinCosineOpt = Annotated[float | None, _fraction("--min-cosine")]
+MinTop1Opt = Annotated[float | None, _fraction("--min-top1-agreement")]
+MinMaskIouOpt = Annotated[float | None, _fraction("--min-mask-iou")]
+MinF1Opt = Annotated[float | None, _fraction("--min-f1")]
+MinStringsOpt = Annotated[float | None, _fraction("--min-string-agreement")]
+MinDecisionsOpt = Annotated[float | None, _fraction("--min-decision-agreement")]
+MaxDropOpt = Annotated[
+    float | None, typer.Option("--max-drop", help="Task target: accuracy drop in points (needs labels).")
+]
+OutputKindOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--output-kind",
+        help="Judge output NAME as KIND: detection[:yolov8|yolov5|nms], classes, sequence, embedding, map, "
+        "scalar, generic (repeatable; overrides the inference).",
+    ),
+]
+TaskOpt = Annotated[
+    str | None, typer.Option("--task", help="The kind of every output not named by --output-kind.")
+]
+MetricOpt = Annotated[
+    str | None,
+    typer.Option("--metric", help="Your own task figure: module:function or file.py:function (see README)."),
+]
+KeepBestOpt = Annotated[
+    bool, typer.Option("--keep-best", help="Write the best model even when it misses the target (exit 3).")
+]
+HoldoutOpt = Annotated[
+    float,
+    typer.Option(
+        "--holdout", help="Share of --calibration held out for the verdict when no --eval is given (0: none)."
+    ),
+]
+ReferenceOpt = Annotated[
+    Path | None,
+    typer.Option("--reference", help="Judge against this model (the true original of a chained step)."),
+]
+
+
+RequireFasterOpt = Annotated[
+    bool,
+    typer.Option("--require-faster", help="Fail (exit 3) unless the result is faster than the original."),
+]
+AllowSlowerOpt = Annotated[
+    bool, typer.Option("--allow-slower", help="Accept a result slower than the original (else exit 3).")
+]
+
+
+def quality_from(
+    *,
+    min_cosine: float | None,
+    min_top1_agreement: float | None,
+    min_mask_iou: float | None,
+    min_f1: float | None,
+    min_string_agreement: float | None,
+    min_decision_agreement: float | None,
+    max_drop: float | None,
+    output_kind: list[str] | None,
+    task: str | None,
+    metric: str | None,
+    holdout: float,
+    reference: Path | None,
+    keep_best: bool,
+    require_faster: bool,
+    allow_slower: bool,
+) -> Quality:
+    """The guard's options (``passes/guard.Quality``) from the shared quality options."""
+    targets = Targets(
+        min_cosine=min_cosine,
+        min_top1=min_top1_agreement,
+        min_strings=min_string_agreement,
+        min_f1=min_f1,
+        min_mask_iou=min_mask_iou,
+        min_decisions=min_decision_agreement,
+        max_drop=max_drop,
+    )
+    return Quality(
+        targets=targets,
+        kinds=parse_kind_overrides(output_kind, task),
+        metric=metric,
+        holdout=holdout,
+        reference=reference,
+        keep_best=keep_best,
+        require_faster=require_faster,
+        allow_slower=allow_slower,
+    )
