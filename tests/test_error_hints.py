@@ -45,7 +45,10 @@ def _imports(name: str) -> set[str]:
     """modelcrunch modules ``name`` imports anywhere in its body (package inits included)."""
     modules = _modules()
     found: set[str] = set()
-    for node in ast.walk(modules[name]):
+    # the package's own __init__ runs for every command; its public API functions (optimize()) import
+    # their machinery when called, which no command does: only its module-level imports count
+    nodes = modules[name].body if name == "modelcrunch" else ast.walk(modules[name])
+    for node in nodes:
         targets: list[str] = []
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]

@@ -74,6 +74,19 @@ AllowSlowerOpt = Annotated[
 ]
 
 
+#: The parameter names the shared quality options have in every command that takes them.
+QUALITY_OPTIONS = (
+    "min_cosine", "min_top1_agreement", "min_mask_iou", "min_f1", "min_string_agreement",
+    "min_decision_agreement", "max_drop", "output_kind", "task", "metric", "holdout", "reference",
+    "keep_best", "require_faster", "allow_slower",
+)  # fmt: skip
+
+
+def quality_from_locals(values: dict) -> Quality:
+    """``quality_from`` with the shared options picked by name from a command's ``locals()``."""
+    return quality_from(**{name: values[name] for name in QUALITY_OPTIONS})
+
+
 def quality_from(
     *,
     min_cosine: float | None,

@@ -41,7 +41,7 @@ from modelcrunch.cli._quality import (
     ReferenceOpt,
     RequireFasterOpt,
     TaskOpt,
-    quality_from,
+    quality_from_locals,
 )
 from modelcrunch.data import load_dataset
 from modelcrunch.passes.factorize import FactorizeConfig, RankPolicy
@@ -108,23 +108,7 @@ def factorize_cmd(
     debug: DebugOpt = False,
 ) -> None:
     """Factorize MatMul/Gemm/Conv weights into low-rank pairs (SVD, channel, spatial, Tucker-2)."""
-    quality = quality_from(
-        min_cosine=min_cosine,
-        min_top1_agreement=min_top1_agreement,
-        min_mask_iou=min_mask_iou,
-        min_f1=min_f1,
-        min_string_agreement=min_string_agreement,
-        min_decision_agreement=min_decision_agreement,
-        max_drop=max_drop,
-        output_kind=output_kind,
-        task=task,
-        metric=metric,
-        holdout=holdout,
-        reference=reference,
-        keep_best=keep_best,
-        require_faster=require_faster,
-        allow_slower=allow_slower,
-    )
+    quality = quality_from_locals(locals())
     policy = RankPolicy.from_options(
         rank_ratio=rank_ratio,
         energy=energy,

@@ -41,7 +41,7 @@ from modelcrunch.cli._quality import (
     ReferenceOpt,
     RequireFasterOpt,
     TaskOpt,
-    quality_from,
+    quality_from_locals,
 )
 from modelcrunch.data import load_dataset
 from modelcrunch.passes.prune.nm import parse_pattern
@@ -119,23 +119,7 @@ def prune_cmd(
 ) -> None:
     """Prune a model: structured channels (--structured), magnitude (--sparsity) or N:M (--pattern)."""
     excluded = tuple(exclude or ())
-    quality = quality_from(
-        min_cosine=min_cosine,
-        min_top1_agreement=min_top1_agreement,
-        min_mask_iou=min_mask_iou,
-        min_f1=min_f1,
-        min_string_agreement=min_string_agreement,
-        min_decision_agreement=min_decision_agreement,
-        max_drop=max_drop,
-        output_kind=output_kind,
-        task=task,
-        metric=metric,
-        holdout=holdout,
-        reference=reference,
-        keep_best=keep_best,
-        require_faster=require_faster,
-        allow_slower=allow_slower,
-    )
+    quality = quality_from_locals(locals())
     config = PruneConfig(
         structured=StructuredOptions(
             ratio=0.3 if ratio is None else ratio,

@@ -94,7 +94,7 @@ def _check_kind(kind: str, where: str) -> None:
         )
 
 
-def _source(value: ir.Value) -> tuple[ir.Value, ir.Node | None]:
+def source_of(value: ir.Value) -> tuple[ir.Value, ir.Node | None]:
     """The value behind ``value``'s pass-through ops, and its producer."""
     node = value.producer()
     while node is not None and node.op_type in _PASS_THROUGH and node.inputs and node.inputs[0] is not None:
@@ -105,7 +105,7 @@ def _source(value: ir.Value) -> tuple[ir.Value, ir.Node | None]:
 
 def _softmax_axis(value: ir.Value, rank: int) -> int | None:
     """The axis a Softmax (op, or ``Exp`` then ``Div``) behind ``value`` normalises, else None."""
-    source, node = _source(value)
+    source, node = source_of(value)
     if node is None:
         return None
     if node.op_type in ("Softmax", "LogSoftmax"):
@@ -120,7 +120,7 @@ def _softmax_axis(value: ir.Value, rank: int) -> int | None:
 
 
 def _producer_op(value: ir.Value) -> str | None:
-    _, node = _source(value)
+    _, node = source_of(value)
     if node is None:
         return None
     if node.op_type == "Add" and node.inputs and node.inputs[0] is not None:
@@ -131,7 +131,7 @@ def _producer_op(value: ir.Value) -> str | None:
 
 
 def _l2_normalised(value: ir.Value) -> bool:
-    _, node = _source(value)
+    _, node = source_of(value)
     if node is None:
         return False
     if node.op_type == "LpNormalization":
@@ -166,7 +166,7 @@ def _has_sigmoid(value: ir.Value, depth: int = 4) -> bool:
 def _concat_detection(value: ir.Value) -> int | None:
     """The concat axis when ``value`` is a Concat (seen through pass-through ops and a Transpose-free
     Reshape) of a Sigmoid score branch and another branch: YOLO's head, without data to check."""
-    _, node = _source(value)
+    _, node = source_of(value)
     if node is None or node.op_type != "Concat" or len(node.inputs) < 2:
         return None
     branches = [v for v in node.inputs if v is not None]

@@ -40,6 +40,7 @@ import onnx_ir as ir
 from modelcrunch.errors import ModelcrunchError
 from modelcrunch.passes.quantize.config import QuantizeOptions
 from modelcrunch.passes.quantize.sensitivity import Score
+from modelcrunch.runtime.semantics import source_of
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -53,20 +54,10 @@ DEFAULT_TOP1 = 0.99
 DEFAULT_SEQUENCE_TOP1 = 0.995
 #: Default mask IoU for a probability map (a Sigmoid output of rank >= 3).
 DEFAULT_MASK_IOU = 0.985
-_PASS_THROUGH = frozenset({"Identity", "Cast", "Reshape", "Squeeze", "Flatten"})
-
-
-def _source(value: ir.Value) -> tuple[ir.Value, ir.Node | None]:
-    """The value behind ``value``'s pass-through ops, and its producer."""
-    node = value.producer()
-    while node is not None and node.op_type in _PASS_THROUGH and node.inputs and node.inputs[0] is not None:
-        value = node.inputs[0]
-        node = value.producer()
-    return value, node
 
 
 def _softmax_source(value: ir.Value) -> bool:
-    value, node = _source(value)
+    value, node = source_of(value)
     if node is None:
         return False
     if node.op_type in ("Softmax", "LogSoftmax"):
@@ -95,7 +86,7 @@ def map_outputs(model: ir.Model) -> list[str]:
     found = []
     for output in model.graph.outputs:
         rank = len(output.shape) if output.shape is not None else None
-        _, node = _source(output)
+        _, node = source_of(output)
         if rank is not None and rank >= 3 and node is not None and node.op_type == "Sigmoid":
             found.append(output.name)
     return found
