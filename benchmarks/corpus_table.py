@@ -164,8 +164,8 @@ def markdown(runs: list[Run]) -> str:
         by = {r.command: r for r in runs if r.model == model}
         for command in COMMANDS[2:]:
             r = by.get(command)
-            cells.append("" if r is None else cell(r))
-        quick = " / ".join("" if by.get(c) is None else _exit(by[c]) for c in COMMANDS[:2])
+            cells.append("not run" if r is None else cell(r))
+        quick = " / ".join("not run" if by.get(c) is None else _exit(by[c]) for c in COMMANDS[:2])
         lines.append(f"| {model} | " + " | ".join(cells) + f" | {quick} |")
     return "\n".join(lines) + "\n"
 

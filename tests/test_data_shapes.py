@@ -11,7 +11,7 @@ from models import save_proto
 from typer.testing import CliRunner
 
 from modelcrunch.cli.app import app
-from modelcrunch.shapes import data_shapes, with_data_shapes
+from modelcrunch.shapes import data_batch, data_shapes, with_data_shapes
 
 
 def dynamic_conv(tmp_path):
@@ -65,3 +65,9 @@ def test_factorize_and_quantize_take_batch_and_data(tmp_path):
     result = run("quantize", path, "-o", tmp_path / "q.onnx", "--shape", "x=1x3x12x10", "--batch", "2",
                  "--mode", "dynamic", "--no-bench", "--json")  # fmt: skip
     assert result.exit_code in (0, 3), result.output
+
+
+def test_data_batch_feeds_fixed_or_scalar_inputs_one_sample_at_a_time():
+    assert data_batch({"x": ["N", 3, "h", "w"]}, 32) == 32
+    assert data_batch({"x": [1, 3, 8, 8]}, 32) == 1
+    assert data_batch({"input": ["N", "T"], "state": [2, "N", 128], "sr": []}, 32) == 1

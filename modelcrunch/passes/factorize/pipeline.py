@@ -58,7 +58,9 @@ def factorize_file(
     declared = {v.name: v.shape for v in first.graph.inputs}
     analysis_shapes = with_data_shapes(shapes, declared, data.samples if data is not None else None)
     fixed = {
-        name: [d if isinstance(d, int) else None for d in dims] for name, dims in declared.items() if dims
+        name: [d if isinstance(d, int) else None for d in dims]
+        for name, dims in declared.items()
+        if dims is not None
     }
     config = dataclasses.replace(config, batch_size=data_batch(fixed, config.batch_size))
 
