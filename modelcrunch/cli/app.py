@@ -35,13 +35,14 @@ def _root(
 
 
 # ---- commands: one thin module each -------------------------------------------------------
-from modelcrunch.cli import bench, factorize, inspect, prune, quantize  # noqa: E402
+from modelcrunch.cli import bench, distill, factorize, inspect, prune, quantize  # noqa: E402
 
 app.command("inspect")(inspect.inspect_cmd)
 app.command("bench")(bench.bench_cmd)
 app.command("quantize")(quantize.quantize_cmd)
 app.command("prune")(prune.prune_cmd)
 app.command("factorize")(factorize.factorize_cmd)
+app.command("distill")(distill.distill_cmd)
 
 
 def main() -> None:
