@@ -234,3 +234,24 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
     line = _one_line_exit_2(["distill", str(model), "--teacher", str(model), "--data", x, "-o", out])
     assert "op TopK is not supported by distill" in line
     assert not Path(out).exists()
+
+
+def test_prune_distill_runs_after_the_rewrite_with_the_input_as_teacher(tmp_path):
+    import json
+
+    out = tmp_path / "p.onnx"
+    calib = str(SAMPLES / "mlp_digits_calib.npz")
+    args = ["prune", str(SAMPLES / "mlp.onnx"), "-o", str(out), "--structured", "--ratio", "0.5",
+            "--no-repair", "--no-measure", "--calibration", calib, "--distill", "--distill-budget", "3s",
+            "--json"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)["distill"]
+    assert report["teacher"].endswith("mlp.onnx") and report["figure_after"] >= report["figure_before"]
+    run_ort(out, {"input": np.zeros((1, 64), np.float32)})
+
+
+def test_distill_flag_without_calibration_fails_before_pruning(tmp_path):
+    out = tmp_path / "p.onnx"
+    line = _one_line_exit_2(["prune", str(SAMPLES / "mlp.onnx"), "-o", str(out), "--structured", "--distill"])
+    assert "--calibration" in line and not out.exists()

@@ -18,7 +18,7 @@ from modelcrunch.cli._common import (
     handle_errors,
     stdout,
 )
-from modelcrunch.data import load_dataset
+from modelcrunch.data import Dataset, load_dataset
 from modelcrunch.distill import require_torch
 from modelcrunch.distill.config import DistillConfig
 from modelcrunch.errors import ModelcrunchError
@@ -42,6 +42,47 @@ def parse_duration(text: str | None) -> float | None:
     if seconds <= 0:
         raise ModelcrunchError("--time-budget must be > 0")
     return seconds
+
+
+# ---- --distill on prune / factorize ----------------------------------------------------------
+DistillFlag = Annotated[
+    bool,
+    Opt(
+        "--distill", help="Then fine-tune the result against the input model on --calibration (needs torch)."
+    ),
+]
+DistillBudgetOpt = Annotated[str | None, Opt(help="--distill: stop training after this long (20m).")]
+
+
+def check_distill_options(distill: bool, calibration: Path | None) -> None:
+    """Fail before the rewrite, not after it, when --distill cannot run."""
+    if not distill:
+        return
+    if calibration is None:
+        raise ModelcrunchError("--distill needs --calibration (the unlabeled inputs it trains on)")
+    require_torch()
+
+
+def distill_after(
+    distill: bool,
+    teacher: Path,
+    output: Path,
+    data: Dataset | None,
+    budget: str | None,
+    *,
+    quiet: bool,
+    threads,
+):
+    """With --distill: distill the written ``output`` against ``teacher`` (the command's input) in place."""
+    if not distill or data is None:
+        return None
+    from modelcrunch.distill.pipeline import distill_file
+
+    config = DistillConfig(time_budget=parse_duration(budget), threads=threads)
+    with distill_progress(quiet) as (on_step, on_epoch):
+        return distill_file(
+            output, teacher, data, output, config, overwrite_input=True, on_step=on_step, on_epoch=on_epoch
+        )
 
 
 @handle_errors

@@ -23,9 +23,11 @@ from modelcrunch.cli._common import (
     shapes_option,
     stdout,
 )
+from modelcrunch.cli.distill import DistillBudgetOpt, DistillFlag, check_distill_options, distill_after
 from modelcrunch.data import load_dataset
 from modelcrunch.passes.factorize import FactorizeConfig, RankPolicy
 from modelcrunch.passes.factorize.pipeline import factorize_file
+from modelcrunch.render.distill import render_distill
 from modelcrunch.render.factorize import render_factorize
 
 Opt = typer.Option
@@ -59,6 +61,8 @@ def factorize_cmd(
     ] = None,
     eval_data: EvalOpt = None,
     no_measure: NoMeasureOpt = False,
+    distill: DistillFlag = False,
+    distill_budget: DistillBudgetOpt = None,
     threads: Annotated[int | None, Opt(help="Threads for the measurements.")] = None,
     shape: ShapeOpt = None,
     overwrite_input: OverwriteInputOpt = False,
@@ -67,6 +71,7 @@ def factorize_cmd(
     debug: DebugOpt = False,
 ) -> None:
     """Factorize MatMul/Gemm/Conv weights into low-rank pairs (SVD, channel, spatial, Tucker-2)."""
+    check_distill_options(distill, calibration)
     policy = RankPolicy.from_options(
         rank_ratio=rank_ratio,
         energy=energy,
@@ -90,7 +95,10 @@ def factorize_cmd(
             shapes=shapes_option(shape),
             on_progress=on_progress,
         )
+    distilled = distill_after(distill, model, output, calib, distill_budget, quiet=quiet, threads=threads)
     if json_out:
-        emit_json(report.to_dict())
+        emit_json({**report.to_dict(), **({"distill": distilled.to_dict()} if distilled else {})})
     elif not quiet:
         render_factorize(report, stdout)
+        if distilled:
+            render_distill(distilled, stdout)

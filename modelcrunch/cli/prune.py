@@ -21,10 +21,12 @@ from modelcrunch.cli._common import (
     progress_bar,
     stdout,
 )
+from modelcrunch.cli.distill import DistillBudgetOpt, DistillFlag, check_distill_options, distill_after
 from modelcrunch.data import load_dataset
 from modelcrunch.passes.prune.nm import parse_pattern
 from modelcrunch.passes.prune.pipeline import PruneConfig, prune_file
 from modelcrunch.passes.prune.structured import StructuredOptions
+from modelcrunch.render.distill import render_distill
 from modelcrunch.render.prune import render_prune
 
 Opt = typer.Option
@@ -56,6 +58,8 @@ def prune_cmd(
     all_weights: Annotated[bool, Opt("--all-weights", help="Unstructured: all float weights.")] = False,
     sparse_storage: Annotated[bool, Opt("--sparse-storage", help="Store sparse weights sparsely.")] = False,
     no_measure: NoMeasureOpt = False,
+    distill: DistillFlag = False,
+    distill_budget: DistillBudgetOpt = None,
     threads: Annotated[int | None, Opt(help="Threads for the latency measurement.")] = None,
     overwrite_input: OverwriteInputOpt = False,
     json_out: JsonOpt = False,
@@ -64,6 +68,7 @@ def prune_cmd(
 ) -> None:
     """Prune a model: structured channels (--structured), magnitude (--sparsity) or N:M (--pattern)."""
     excluded = tuple(exclude or ())
+    check_distill_options(distill, calibration)
     config = PruneConfig(
         structured=StructuredOptions(
             ratio=ratio,
@@ -100,7 +105,10 @@ def prune_cmd(
             overwrite_input=overwrite_input,
             on_progress=on_progress,
         )
+    distilled = distill_after(distill, model, output, calib, distill_budget, quiet=quiet, threads=threads)
     if json_out:
-        emit_json(report.to_dict())
+        emit_json({**report.to_dict(), **({"distill": distilled.to_dict()} if distilled else {})})
     elif not quiet:
         render_prune(report, stdout)
+        if distilled:
+            render_distill(distilled, stdout)
