@@ -13,7 +13,8 @@ epoch's weights are kept (epoch 0 is the student as given, so the result is neve
 held-out figure), training stops after ``patience`` epochs without a better figure, at
 ``time_budget`` seconds, or after ``epochs``. Checkpoints (``checkpoint``) are written after each
 whole epoch (and before the first); after Ctrl-C, ``resume`` repeats the interrupted epoch with
-the same random streams, so a resumed run ends with the weights of an uninterrupted one.
+the same random streams, so a resumed run ends with the weights of an uninterrupted one. Adam's
+learning rate warms up linearly over the first epoch.
 """
 
 from __future__ import annotations
@@ -286,6 +287,10 @@ def distill_model(
     specs = infer_loss_specs(teacher, {n: t.numpy() for n, t in held_targets[0].items()})
     evaluate = _Evaluator(module, specs, held_batches, held_targets, config.temperature)
     optimizer = torch.optim.Adam(module.parameters(), lr=config.lr)
+    # Linear warm-up over the first epoch: Adam's first steps are lr-sized whatever the gradient,
+    # which knocks a student that starts close to its teacher away from it.
+    warmup = max(1, math.ceil(len(train) / config.batch_size))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
     rng = np.random.default_rng(config.seed + 1)
     fingerprint = _fingerprint(student)
 
@@ -295,6 +300,7 @@ def distill_model(
         state = _load_checkpoint(config.checkpoint, fingerprint)
         module.load_state_dict(state["module"], strict=False)
         optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
         rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"])
         history = [EpochStats(**e) for e in state["history"]]
@@ -314,7 +320,8 @@ def distill_model(
             return
         _save_checkpoint(config.checkpoint, {
             "fingerprint": fingerprint, "epoch": epoch, "module": module.state_dict(),
-            "optimizer": optimizer.state_dict(), "rng": rng.bit_generator.state,
+            "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+            "rng": rng.bit_generator.state,
             "torch_rng": torch.get_rng_state(), "history": [e.to_dict() for e in history],
             "best_params": best_params, "best_key": list(best_key), "bad_epochs": bad_epochs,
         })  # fmt: skip
@@ -337,6 +344,7 @@ def distill_model(
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
+                schedule.step()
                 losses.append(float(loss.detach()))
                 if on_step:
                     on_step(epoch, step, len(batches), losses[-1])
