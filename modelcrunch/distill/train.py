@@ -114,13 +114,25 @@ EpochFn = Callable[[EpochStats], None]
 
 
 # ---- checks ----------------------------------------------------------------------------------
-def _signature(values: Sequence[ir.Value]) -> list[str]:
-    """``name:dtype[dims]`` per value, sorted; symbolic dims read as ``?``."""
-    out = []
+def _describe(values: Sequence[ir.Value]) -> str:
+    parts = []
     for v in values:
         dims = "?" if v.shape is None else "x".join(str(d) if isinstance(d, int) else "?" for d in v.shape)
-        out.append(f"{v.name}:{v.dtype.name if v.dtype is not None else '?'}[{dims}]")
-    return sorted(out)
+        parts.append(f"{v.name}:{v.dtype.name if v.dtype is not None else '?'}[{dims}]")
+    return ", ".join(parts)
+
+
+def _compatible(a: ir.Value, b: ir.Value) -> bool:
+    """Same dtype and rank; dims equal where both are fixed (a symbolic dim matches any)."""
+    if a.dtype != b.dtype or (a.shape is None) != (b.shape is None):
+        return False
+    if a.shape is None:
+        return True
+    if len(a.shape) != len(b.shape):
+        return False
+    return all(
+        x == y for x, y in zip(a.shape, b.shape, strict=True) if isinstance(x, int) and isinstance(y, int)
+    )
 
 
 def check_signatures(student: ir.Model, teacher: ir.Model) -> None:
@@ -129,9 +141,9 @@ def check_signatures(student: ir.Model, teacher: ir.Model) -> None:
         ("inputs", student.graph.inputs, teacher.graph.inputs),
         ("outputs", student.graph.outputs, teacher.graph.outputs),
     ):
-        a, b = _signature(s), _signature(t)
-        if a != b:
-            raise ModelcrunchError(f"student and teacher {what} differ: {', '.join(a)} vs {', '.join(b)}")
+        by_name = {v.name: v for v in t}
+        if {v.name for v in s} != set(by_name) or not all(_compatible(v, by_name[v.name]) for v in s):
+            raise ModelcrunchError(f"student and teacher {what} differ: {_describe(s)} vs {_describe(t)}")
 
 
 def split_samples(data: Dataset, names: Sequence[str], holdout: float, seed: int) -> tuple[list, list]:
