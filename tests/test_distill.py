@@ -255,3 +255,42 @@ def test_distill_flag_without_calibration_fails_before_pruning(tmp_path):
     out = tmp_path / "p.onnx"
     line = _one_line_exit_2(["prune", str(SAMPLES / "mlp.onnx"), "-o", str(out), "--structured", "--distill"])
     assert "--calibration" in line and not out.exists()
+
+
+def test_augmentations_keep_shapes_repeat_with_a_seed_and_leave_padding_alone():
+    from modelcrunch.distill.augment import augment
+
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1000, 2000, (4, 12))
+    mask = np.ones_like(ids)
+    mask[:, 8:] = 0
+    ids[:, 8:] = 0
+    feed = {"images": rng.random((3, 3, 16, 16), dtype=np.float32), "input_ids": ids, "attention_mask": mask}
+    a = augment(feed, np.random.default_rng(7))
+    b = augment(feed, np.random.default_rng(7))
+    for name in feed:
+        assert a[name].shape == feed[name].shape and a[name].dtype == feed[name].dtype
+        np.testing.assert_array_equal(a[name], b[name])
+    assert not np.array_equal(a["images"], feed["images"])
+    np.testing.assert_array_equal(a["input_ids"][:, 8:], 0)
+    np.testing.assert_array_equal(a["input_ids"][:, 0], ids[:, 0])
+    np.testing.assert_array_equal(a["attention_mask"], mask)
+
+
+def test_loss_kinds_inferred_from_outputs(tmp_path):
+    from modelcrunch.distill.losses import infer_loss_specs, output_loss
+
+    model = load_model(save_proto(_yoloish(), tmp_path / "y.onnx"))
+    rng = np.random.default_rng(0)
+    out = run_ort(model, {"images": rng.random((2, 3, 16, 16), dtype=np.float32)})[0]
+    out[:, :4] *= 100  # pixel boxes beside [0, 1] scores: a YOLO-style detection output
+    spec = infer_loss_specs(model, {"out": out})["out"]
+    assert spec.kind == "detection"
+    t = torch.from_numpy(out)
+    assert float(output_loss(spec, t, t, 2.0)) == pytest.approx(0.0, abs=1e-5)
+    assert float(output_loss(spec, t * 1.1, t, 2.0)) > 0.01
+    mlp = load_model(SAMPLES / "mlp.onnx")
+    logits = rng.standard_normal((4, 10)).astype(np.float32)
+    assert infer_loss_specs(mlp, {"logits": logits})["logits"].kind == "classes"
+    unit = logits / np.linalg.norm(logits, axis=1, keepdims=True)
+    assert infer_loss_specs(mlp, {"logits": unit})["logits"].kind == "embedding"
