@@ -294,3 +294,12 @@ def test_loss_kinds_inferred_from_outputs(tmp_path):
     assert infer_loss_specs(mlp, {"logits": logits})["logits"].kind == "classes"
     unit = logits / np.linalg.norm(logits, axis=1, keepdims=True)
     assert infer_loss_specs(mlp, {"logits": unit})["logits"].kind == "embedding"
+
+
+def test_feature_matching_pulls_intermediate_values_that_keep_name_and_shape(tmp_path):
+    student = _perturbed_mlp(tmp_path)
+    data = load_dataset(SAMPLES / "mlp_digits_calib.npz", ["input"])
+    config = DistillConfig(epochs=2, lr=3e-3, threads=1, feature_match=1.0)
+    _, report = distill_model(load_model(student), load_model(SAMPLES / "mlp.onnx"), data, config)
+    assert report.matched_features  # hidden layers keep their widths in this student
+    assert report.figure_after >= report.figure_before

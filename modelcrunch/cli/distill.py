@@ -102,6 +102,9 @@ def distill_cmd(
     augment: Annotated[str, Opt(help="auto | none | image | audio | text.")] = "auto",
     tolerance: Annotated[float, Opt(help="Max translation error vs ONNX Runtime (share of range).")] = 1e-3,
     threads: Annotated[int | None, Opt(help="Torch and ONNX Runtime threads.")] = None,
+    feature_match: Annotated[
+        float, Opt(help="Weight of matching intermediate values that keep name and shape (0: off).")
+    ] = 0.0,
     checkpoint: Annotated[
         Path | None, Opt(help="Folder for checkpoints (each epoch, and on Ctrl-C).")
     ] = None,
@@ -124,6 +127,7 @@ def distill_cmd(
         augment=augment,
         tolerance=tolerance,
         threads=threads,
+        feature_match=feature_match,
         checkpoint=checkpoint,
         resume=resume,
     )

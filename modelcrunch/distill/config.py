@@ -24,6 +24,7 @@ class DistillConfig:
     augment: str = "auto"
     tolerance: float = 1e-3  # translation check: max|torch - ort| / max|ort|
     threads: int | None = None
+    feature_match: float = 0.0  # weight of the intermediate feature loss (0: outputs only)
     checkpoint: Path | None = None
     resume: bool = False
 
@@ -35,6 +36,8 @@ class DistillConfig:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ModelcrunchError(f"--{name.replace('_', '-')} must be >= 1")
+        if self.feature_match < 0:
+            raise ModelcrunchError("--feature-match must be >= 0")
         if self.lr <= 0 or self.temperature <= 0:
             raise ModelcrunchError("--lr and --temperature must be > 0")
         if self.resume and self.checkpoint is None:

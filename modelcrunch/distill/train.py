@@ -34,10 +34,11 @@ import onnx_ir as ir
 import torch
 
 from modelcrunch.data import Dataset
+from modelcrunch.distill import features
 from modelcrunch.distill.augment import augment
 from modelcrunch.distill.config import DistillConfig
 from modelcrunch.distill.graph import GraphModule, UnsupportedModel, apply_weights, feeds_to_torch
-from modelcrunch.distill.losses import LossSpec, infer_loss_specs, output_loss
+from modelcrunch.distill.losses import LossSpec, feature_loss, infer_loss_specs, output_loss
 from modelcrunch.errors import ModelcrunchError
 from modelcrunch.runtime.session import make_session, run_checked
 
@@ -79,6 +80,7 @@ class DistillReport:
     stopped: str
     seconds: float
     resumed_from: int | None = None
+    matched_features: list[str] = field(default_factory=list)
     paths: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -105,6 +107,7 @@ class DistillReport:
             "stopped": self.stopped,
             "seconds": round(self.seconds, 2),
             "resumed_from": self.resumed_from,
+            "matched_features": self.matched_features,
             "epochs": [e.to_dict() for e in self.epochs],
         }
 
@@ -273,14 +276,7 @@ def distill_model(
     module = GraphModule(student)
     if not module.param_index:
         raise ModelcrunchError("the student has no float weights distill can train")
-    teacher_session = make_session(teacher, threads=config.threads)
     student_session = make_session(student, threads=config.threads)
-    t_names = [o.name for o in teacher_session.get_outputs()]
-
-    def teach(feed: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
-        outs = run_checked(teacher_session, feed, name="teacher")
-        return {n: torch.from_numpy(np.asarray(o)) for n, o in zip(t_names, outs, strict=True)}
-
     held_batches = _batches(held, range(len(held)), config.batch_size)
     error = translation_error(module, student_session, held_batches[:2])
     if not error <= config.tolerance:
@@ -288,15 +284,31 @@ def distill_model(
             f"the student's torch translation differs from ONNX Runtime by {error:.2g} of the output "
             f"range (tolerance {config.tolerance:g}); distill refuses to train on it"
         )
+    feature_names: list[str] = []
+    if config.feature_match > 0:
+        with torch.no_grad():
+            names_ = features.candidates(student, teacher)
+            values = module(feeds_to_torch(held_batches[0]), extra=names_)
+        feature_names = features.matched(values, teacher, held_batches[0], names_, 16, config.threads)
+    teacher_session = make_session(features.with_outputs(teacher, feature_names), threads=config.threads)
+    t_names = [o.name for o in teacher_session.get_outputs()]
+
+    def teach(feed: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        outs = run_checked(teacher_session, feed, name="teacher")
+        return {n: torch.from_numpy(np.asarray(o)) for n, o in zip(t_names, outs, strict=True)}
+
     held_targets = [teach(b) for b in held_batches]
-    for name, t in held_targets[0].items():
+    for name in (v.name for v in teacher.graph.outputs):
+        t = held_targets[0][name]
         with torch.no_grad():
             s = module(feeds_to_torch(held_batches[0]))[name]
         if tuple(s.shape) != tuple(t.shape):
             raise ModelcrunchError(
                 f"student and teacher output '{name}' shapes differ: {list(s.shape)} vs {list(t.shape)}"
             )
-    specs = infer_loss_specs(teacher, {n: t.numpy() for n, t in held_targets[0].items()})
+    specs = infer_loss_specs(
+        teacher, {n: held_targets[0][n].numpy() for n in (v.name for v in teacher.graph.outputs)}
+    )
     evaluate = _Evaluator(module, specs, held_batches, held_targets, config.temperature)
     optimizer = torch.optim.Adam(module.parameters(), lr=config.lr)
     # Linear warm-up over the first epoch: Adam's first steps are lr-sized whatever the gradient,
@@ -351,8 +363,13 @@ def distill_model(
             for step, feed in enumerate(batches, 1):
                 feed = augment(feed, rng, config.augment)
                 target = teach(feed)
-                got = module(feeds_to_torch(feed))
+                got = module(feeds_to_torch(feed), extra=feature_names)
                 loss = sum(output_loss(specs[n], got[n], target[n], config.temperature) for n in specs)
+                if feature_names:
+                    matching = sum(feature_loss(got[n], target[n]) for n in feature_names) / len(
+                        feature_names
+                    )
+                    loss = loss + config.feature_match * matching
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -396,6 +413,7 @@ def distill_model(
         train_samples=len(train),
         heldout_samples=len(held),
         kinds={n: s.kind for n, s in specs.items()},
+        matched_features=feature_names,
         figure_name=evaluate.name,
         translation_error=error,
         trained_tensors=len(module.params),
