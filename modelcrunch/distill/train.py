@@ -44,6 +44,8 @@ from modelcrunch.runtime.session import make_session, run_checked
 
 logger = logging.getLogger(__name__)
 CHECKPOINT_FILE = "distill_checkpoint.pt"
+#: The held-out share is judged after every epoch: at most this many samples, so it stays cheap.
+MAX_HELDOUT = 128
 
 
 class Interrupted(ModelcrunchError):
@@ -150,7 +152,7 @@ def check_signatures(student: ir.Model, teacher: ir.Model) -> None:
 
 
 def split_samples(data: Dataset, names: Sequence[str], holdout: float, seed: int) -> tuple[list, list]:
-    """(train, held-out) sample lists: a fixed, seeded share held out (at least one sample each)."""
+    """(train, held-out) sample lists: a fixed, seeded share held out (one to MAX_HELDOUT samples)."""
     if len(data) < 2:
         raise ModelcrunchError(f"distill needs at least 2 data samples, got {len(data)}")
     missing = [n for n in names if n not in data.samples[0]]
@@ -158,7 +160,7 @@ def split_samples(data: Dataset, names: Sequence[str], holdout: float, seed: int
         raise ModelcrunchError(f"the data has no array for input '{missing[0]}' (arrays: {data.input_names})")
     samples = [{n: s[n] for n in names} for s in data.samples]
     order = np.random.default_rng(seed).permutation(len(samples))
-    n_held = min(max(1, round(holdout * len(samples))), len(samples) - 1)
+    n_held = min(max(1, round(holdout * len(samples))), MAX_HELDOUT, len(samples) - 1)
     return [samples[i] for i in order[n_held:]], [samples[i] for i in order[:n_held]]
 
 
