@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.modelcrunch-installed
 REAL_MODELS ?= .real_models
 
-.PHONY: install demo test lint bench real-models test-real clean
+.PHONY: install demo test lint bench real-models test-real fuzz clean
 
 install: $(STAMP)
 
@@ -44,6 +44,10 @@ test: install
 lint: install
 	$(BIN)/ruff check modelcrunch tests benchmarks scripts
 	$(BIN)/ruff format --check modelcrunch tests benchmarks scripts
+
+# Every malformed case of tests/fuzz × every command, each in a child process with time and memory limits.
+fuzz: install
+	cd tests && ../$(BIN)/python -m fuzz -j 2
 
 bench: install
 	$(BIN)/python benchmarks/run_all.py

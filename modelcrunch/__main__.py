@@ -1,3 +1,3 @@
-from modelcrunch.cli.app import main
+from modelcrunch.cli.entry import main
 
 main()

@@ -26,12 +26,15 @@ from pathlib import Path
 
 import numpy as np
 
+from modelcrunch.budget import nbytes, reserve
 from modelcrunch.errors import ModelcrunchError
 
 logger = logging.getLogger(__name__)
 
 #: Keys treated as labels when the model's input names are not known.
 DEFAULT_LABEL_KEYS = ("label", "labels", "target", "targets", "y")
+#: Share of the samples held out of calibration and repair for the verdict when no --eval is given.
+HOLDOUT = 0.2
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,27 @@ class Dataset:
         if group:
             yield _concat(group)
 
+    def subset(self, indices: Iterable[int]) -> Dataset:
+        """The samples at ``indices`` (in that order) with their labels."""
+        picked = list(indices)
+        labels = {k: np.asarray(v)[picked] for k, v in self.labels.items() if len(v) == len(self.samples)}
+        return Dataset([self.samples[i] for i in picked], labels, self.source)
+
+    def split(self, holdout: float = HOLDOUT, seed: int = 0) -> tuple[Dataset, Dataset]:
+        """(kept, held out): a fixed, seeded share of the samples held out for the verdict.
+
+        At least one sample is held out and one kept; a single sample cannot be split (both are
+        the same dataset then: check ``len`` before calling this when that matters). Both keep the
+        original order of their samples.
+        """
+        n = len(self.samples)
+        if n < 2 or holdout <= 0:
+            return self, self
+        count = min(n - 1, max(1, round(n * holdout)))
+        held = np.sort(np.random.default_rng(seed).permutation(n)[:count])
+        kept = np.setdiff1d(np.arange(n), held)
+        return self.subset(kept.tolist()), self.subset(held.tolist())
+
     def label(self, key: str) -> np.ndarray:
         """The label array ``key`` (one entry per sample), or a one-line error naming the keys."""
         if key not in self.labels:
@@ -93,9 +117,12 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     """All arrays of one ``.npz`` file, refusing pickles, object arrays and non-npz files."""
     if not path.exists():
         raise ModelcrunchError(f"{path}: no such file")
+    if not path.is_file():  # a FIFO or a device would block or never end
+        raise ModelcrunchError(f"{path}: not a regular file")
     if not zipfile.is_zipfile(path):
         hint = " (a single .npy array; save with np.savez(path, input=arr) instead)" if _is_npy(path) else ""
         raise ModelcrunchError(f"{path}: not an .npz archive{hint}")
+    _check_members(path)
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
@@ -110,9 +137,36 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     if not arrays:
         raise ModelcrunchError(f"{path}: the .npz archive holds no arrays")
     for key, arr in arrays.items():
+        if not isinstance(arr, np.ndarray):
+            raise ModelcrunchError(f"{path}: member '{key}' is not a .npy array")
         if arr.dtype.hasobject or arr.dtype.kind in "OV":
             raise ModelcrunchError(f"{path}: array '{key}' has dtype {arr.dtype}; only numeric/bool arrays")
+        if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
+            raise ModelcrunchError(f"{path}: array '{key}' holds NaN or infinite values")
     return arrays
+
+
+def _check_members(path: Path) -> None:
+    """Every member is a ``.npy`` array whose header fits the memory budget (read before the data:
+    a small compressed archive can claim gigabytes)."""
+    total = 0
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if not info.filename.endswith(".npy"):
+                    raise ModelcrunchError(f"{path}: member '{info.filename}' is not a .npy array")
+                with archive.open(info) as fh:
+                    version = np.lib.format.read_magic(fh)
+                    if version == (1, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+                    else:
+                        shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+                total += max(nbytes(shape, dtype.itemsize), info.file_size)
+    except ModelcrunchError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, NotImplementedError, RuntimeError) as exc:
+        raise ModelcrunchError(f"{path}: unreadable .npz ({' '.join(str(exc).split())[:200]})") from exc
+    reserve(total, f"{path} (decompressed)")
 
 
 def _is_npy(path: Path) -> bool:

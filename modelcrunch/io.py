@@ -1,7 +1,8 @@
 """Model I/O that never loses data.
 
 * ``load_model`` reads an ``.onnx`` file (and its external-data files) into an onnx-ir ``Model``
-  without materialising weights (onnx-ir tensors are lazy / memory-mapped), refuses external-data
+  (weights in external data are read into memory below protobuf's 2 GB limit, so that any copy
+  saved elsewhere is complete; larger models stay memory-mapped), refuses external-data
   references that escape the model's folder, and canonicalises the graph: weights held in
   ``Constant`` nodes — in the main graph and in every If/Loop/Scan subgraph — become initializers.
 * ``save_model`` writes atomically: the model is written into a temporary folder beside the
@@ -12,10 +13,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import os
 import shutil
 import tempfile
+import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +45,19 @@ LIFT_SIZE_LIMIT = 0
 # --------------------------------------------------------------------------------------------
 # Walking every tensor of a ModelProto (initializers, Constant attributes, subgraphs, functions)
 # --------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def scratch_cwd() -> Iterator[None]:
+    """Run a third-party tool inside a temporary working directory, removed afterwards: ONNX
+    Runtime's symbolic shape inference drops ``sym_shape_infer_temp.onnx`` in the current one."""
+    previous = os.getcwd()
+    with tempfile.TemporaryDirectory(prefix="modelcrunch-cwd-") as tmp:
+        os.chdir(tmp)
+        try:
+            yield
+        finally:
+            os.chdir(previous)
 
 
 def node_subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
@@ -91,9 +108,21 @@ def _external_location(tensor: onnx.TensorProto) -> tuple[str, int, int | None] 
     if tensor.data_location != onnx.TensorProto.EXTERNAL:
         return None
     info = {entry.key: entry.value for entry in tensor.external_data}
-    offset = int(info.get("offset", 0) or 0)
-    length = int(info["length"]) if info.get("length") else None
-    return info.get("location", ""), offset, length
+    name = tensor.name or "<unnamed>"
+    location = info.get("location", "")
+    if "\0" in location or len(location) > 4096:
+        shown = location[:60].replace("\0", "\\0")
+        raise ModelcrunchError(f"tensor '{name}': malformed external data location '{shown}'")
+
+    def integer(key: str) -> int | None:
+        text = info.get(key)
+        if not text:
+            return None
+        if not text.isdigit() or len(text) > 18:
+            raise ModelcrunchError(f"tensor '{name}': external data {key} '{text[:40]}' is not a byte count")
+        return int(text)
+
+    return location, integer("offset") or 0, integer("length")
 
 
 def external_data_files(model: onnx.ModelProto, base_dir: Path) -> list[Path]:
@@ -140,6 +169,35 @@ def external_data_files(model: onnx.ModelProto, base_dir: Path) -> list[Path]:
     return list(files)
 
 
+def check_tensors(model: onnx.ModelProto) -> None:
+    """Raise ModelcrunchError for a tensor whose dims are negative or whose stored bytes do not
+    match its shape (a truncated or hand-edited file), before anything reads it."""
+    for tensor in iter_proto_tensors(model):
+        name = tensor.name or "<unnamed>"
+        if any(d < 0 for d in tensor.dims):
+            raise ModelcrunchError(f"tensor '{name}' has negative dims {list(tensor.dims)}")
+        if tensor.data_location == onnx.TensorProto.EXTERNAL or tensor.data_type == onnx.TensorProto.STRING:
+            continue
+        count = math.prod(tensor.dims)
+        try:
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
+        except (KeyError, ValueError, TypeError):
+            raise ModelcrunchError(f"tensor '{name}' has unknown data type {tensor.data_type}") from None
+        if tensor.HasField("raw_data"):
+            bits = 4 if dtype.itemsize == 1 and tensor.data_type in _FOUR_BIT else dtype.itemsize * 8
+            expected = (count * bits + 7) // 8
+            if len(tensor.raw_data) != expected:
+                raise ModelcrunchError(
+                    f"tensor '{name}' holds {len(tensor.raw_data)} bytes, its shape {list(tensor.dims)} "
+                    f"needs {expected} (truncated or corrupt)"
+                )
+
+
+_FOUR_BIT = {
+    getattr(onnx.TensorProto, n) for n in ("INT4", "UINT4", "FLOAT4E2M1") if hasattr(onnx.TensorProto, n)
+}
+
+
 def model_size_bytes(path: str | os.PathLike) -> int:
     """On-disk size of a model: the ``.onnx`` file plus every external-data file it references."""
     path = Path(path)
@@ -182,7 +240,7 @@ def canonicalize(model: ir.Model) -> ir.Model:
     """Lift weights held in ``Constant`` nodes (main graph and subgraphs) into initializers."""
     if model.ir_version is not None and model.ir_version < 4:
         # Before IR v4 every initializer also had to be a graph input; leave such models alone.
-        logger.warning("IR version %s < 4: Constant weights are not lifted", model.ir_version)
+        logger.info("IR version %s < 4: Constant weights are not lifted", model.ir_version)
         return model
     LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=LIFT_SIZE_LIMIT)(model)
     return model
@@ -193,11 +251,17 @@ def load_model(path: str | os.PathLike, *, canonical: bool = True) -> ir.Model:
     path = Path(path)
     proto = _read_proto(path)
     external_data_files(proto, path.parent)
+    check_tensors(proto)
     try:
         model = ir.serde.deserialize_model(proto)
     except Exception as exc:  # noqa: BLE001 - onnx-ir raises many types on malformed graphs
         raise ModelcrunchError(f"{path}: malformed ONNX graph ({type(exc).__name__}: {exc})") from exc
     ir.external_data.set_base_dir(model.graph, str(path.parent))
+    if weight_bytes(model) <= EXTERNAL_DATA_THRESHOLD_BYTES:
+        # Weights in external data are read now: every copy the passes save to a temporary
+        # folder (a session's model, a capture, the reference) is then complete by itself.
+        # Larger models stay memory-mapped (no single protobuf could hold them anyway).
+        ir.external_data.load_to_model(model)
     return canonicalize(model) if canonical else model
 
 
@@ -246,7 +310,7 @@ def verify_model_file(path: Path, feed: Mapping[str, np.ndarray] | None = None) 
     options = ort.SessionOptions()
     if feed is None:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # fatal only: ORT's errors come back as exceptions (our one line)
     try:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001
@@ -262,6 +326,120 @@ def verify_model_file(path: Path, feed: Mapping[str, np.ndarray] | None = None) 
             ) from exc
 
 
+def input_files(source: str | os.PathLike) -> list[Path]:
+    """Every file the model at ``source`` is made of: the ``.onnx`` file and its external-data files."""
+    path = Path(source)
+    files = [path]
+    with contextlib.suppress(ModelcrunchError):  # an unreadable input fails on its own
+        files += external_data_files(_read_proto(path), path.parent)
+    return files
+
+
+def _refuse_input(dest: Path, source: Path, what: str) -> None:
+    for part in input_files(source):
+        if _same_file(dest, part) or dest.resolve() == part.resolve():
+            role = "the input model" if part == source else f"the input model's external data ({part.name})"
+            raise ModelcrunchError(
+                f"{dest}: refusing to overwrite {role} with the {what}; choose another output path"
+                + (" (or pass --overwrite-input)" if part == source else "")
+            )
+
+
+def _os_error(dest: Path, exc: OSError) -> ModelcrunchError:
+    reason = exc.strerror or str(exc)
+    return ModelcrunchError(f"{dest}: cannot write the output model ({reason})")
+
+
+class StagedModel:
+    """A verified model written beside its destination under a temporary name, not yet in place.
+
+    ``commit()`` moves it into place (atomic rename); ``discard()`` (also run when the object is
+    collected or the process exits) removes it. Pipelines stage, measure the staged file, and
+    commit last: a later error or Ctrl-C leaves the destination as it was.
+    """
+
+    def __init__(self, dest: Path, tmp_dir: Path, data_name: str | None) -> None:
+        self.dest = dest
+        self.path = tmp_dir / dest.name
+        self._tmp_dir = tmp_dir
+        self._data_name = data_name
+        self._finalizer = weakref.finalize(self, shutil.rmtree, str(tmp_dir), True)
+
+    @property
+    def size_bytes(self) -> int:
+        data = self._tmp_dir / self._data_name if self._data_name else None
+        return self.path.stat().st_size + (data.stat().st_size if data else 0)
+
+    def commit(self) -> SavedModel:
+        size = self.size_bytes
+        data_path = self.dest.parent / self._data_name if self._data_name else None
+        try:
+            if data_path is not None:
+                os.replace(self._tmp_dir / self._data_name, data_path)
+            os.replace(self.path, self.dest)
+        except OSError as exc:
+            raise _os_error(self.dest, exc) from exc
+        finally:
+            self.discard()
+        return SavedModel(self.dest, size, data_path)
+
+    def discard(self) -> None:
+        self._finalizer()
+
+
+def stage_model(
+    model: ir.Model,
+    path: str | os.PathLike,
+    *,
+    source: str | os.PathLike | None = None,
+    overwrite_input: bool = False,
+    external_data: bool | None = None,
+    verify: bool = True,
+    run_feed: Mapping[str, np.ndarray] | None = None,
+) -> StagedModel:
+    """Write and verify ``model`` beside ``path`` without taking its name (see ``save_model``)."""
+    dest = Path(path)
+    try:
+        if source is not None:
+            source = Path(source)
+            if not overwrite_input:
+                _refuse_input(dest, source, "output model")
+        if dest.is_dir():
+            raise ModelcrunchError(f"{dest}: is a folder; give a file path for the output model")
+        if dest.exists() and not dest.is_file():
+            raise ModelcrunchError(f"{dest}: exists and is not a regular file (a FIFO or device?)")
+        if external_data is None:
+            external_data = weight_bytes(model) > EXTERNAL_DATA_THRESHOLD_BYTES
+        data_name = dest.name + ".data" if external_data else None
+        if (
+            data_name is not None
+            and source is not None
+            and not (overwrite_input and _same_file(dest, source))
+        ):
+            _refuse_input(dest.parent / data_name, source, "output's external data")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp_dir = Path(tempfile.mkdtemp(prefix=".mc.", suffix=".tmp", dir=dest.parent))
+    except OSError as exc:
+        raise _os_error(dest, exc) from exc
+    staged = StagedModel(dest, tmp_dir, data_name)
+    try:
+        if data_name is None:
+            # Weights still memory-mapped from the source's external data must be inlined.
+            ir.external_data.load_to_model(model)
+        try:
+            ir.save(model, staged.path, external_data=data_name)
+        except OSError as exc:
+            raise _os_error(dest, exc) from exc
+        except (ValueError, TypeError) as exc:
+            raise VerificationError(f"cannot serialise the model: {exc}") from exc
+        if verify:
+            verify_model_file(staged.path, run_feed)
+    except BaseException:
+        staged.discard()
+        raise
+    return staged
+
+
 def save_model(
     model: ir.Model,
     path: str | os.PathLike,
@@ -275,46 +453,19 @@ def save_model(
     """Write ``model`` to ``path`` atomically and verify it before it takes the destination's name.
 
     Args:
-        source: the input model's path; writing over it is refused unless ``overwrite_input``.
+        source: the input model's path; writing over it is refused unless ``overwrite_input``, and
+            writing over one of its external-data files is always refused.
         external_data: True to store weights in ``<name>.data`` beside the model; None decides
             automatically (external when the weights exceed protobuf's 2 GB limit).
         verify: run onnx.checker and create an ONNX Runtime session on the written file.
         run_feed: inputs the verified session must also run (see ``verify_model_file``).
     """
-    dest = Path(path)
-    if (
-        source is not None
-        and not overwrite_input
-        and (_same_file(dest, Path(source)) or dest.resolve() == Path(source).resolve())
-    ):
-        raise ModelcrunchError(
-            f"{dest}: refusing to overwrite the input model; choose another output path "
-            "(or pass --overwrite-input)"
-        )
-    if dest.is_dir():
-        raise ModelcrunchError(f"{dest}: is a folder; give a file path for the output model")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if external_data is None:
-        external_data = weight_bytes(model) > EXTERNAL_DATA_THRESHOLD_BYTES
-    data_name = dest.name + ".data" if external_data else None
-
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
-    try:
-        tmp_model = tmp_dir / dest.name
-        if data_name is None:
-            # Weights still memory-mapped from the source's external data must be inlined.
-            ir.external_data.load_to_model(model)
-        try:
-            ir.save(model, tmp_model, external_data=data_name)
-        except (ValueError, TypeError) as exc:
-            raise VerificationError(f"cannot serialise the model: {exc}") from exc
-        if verify:
-            verify_model_file(tmp_model, run_feed)
-        if data_name is not None:
-            os.replace(tmp_dir / data_name, dest.parent / data_name)
-        os.replace(tmp_model, dest)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-    data_path = dest.parent / data_name if data_name else None
-    size = dest.stat().st_size + (data_path.stat().st_size if data_path else 0)
-    return SavedModel(dest, size, data_path)
+    return stage_model(
+        model,
+        path,
+        source=source,
+        overwrite_input=overwrite_input,
+        external_data=external_data,
+        verify=verify,
+        run_feed=run_feed,
+    ).commit()

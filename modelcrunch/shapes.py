@@ -23,6 +23,8 @@ def parse_shape_overrides(specs: list[str]) -> dict[str, list[int | str]]:
                 continue
             if not dim.isdigit() or int(dim) <= 0:
                 raise ModelcrunchError(f"--shape '{spec}': dimension '{dim}' is not a positive integer")
+            if int(dim) >= 2**31:  # ONNX and ONNX Runtime hold dims in 64 bits; no tensor is this long
+                raise ModelcrunchError(f"--shape '{spec}': dimension {dim} is out of range")
             parsed.append(int(dim))
         shapes[name] = parsed
     return shapes

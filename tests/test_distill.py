@@ -243,9 +243,10 @@ def test_prune_distill_runs_after_the_rewrite_with_the_input_as_teacher(tmp_path
     calib = str(SAMPLES / "mlp_digits_calib.npz")
     args = ["prune", str(SAMPLES / "mlp.onnx"), "-o", str(out), "--structured", "--ratio", "0.5",
             "--no-repair", "--no-measure", "--calibration", calib, "--distill", "--distill-budget", "3s",
-            "--json"]  # fmt: skip
+            "--keep-best", "--json"]  # fmt: skip
     result = runner.invoke(app, args)
-    assert result.exit_code == 0, result.output
+    # The guard judges the pruned model before distill (0.5 unrepaired misses its target: exit 3, kept).
+    assert result.exit_code in (0, 3), result.output
     report = json.loads(result.stdout)["distill"]
     assert report["teacher"].endswith("mlp.onnx") and report["figure_after"] >= report["figure_before"]
     run_ort(out, {"input": np.zeros((1, 64), np.float32)})
@@ -293,7 +294,9 @@ def test_loss_kinds_inferred_from_outputs(tmp_path):
     logits = rng.standard_normal((4, 10)).astype(np.float32)
     assert infer_loss_specs(mlp, {"logits": logits})["logits"].kind == "classes"
     unit = logits / np.linalg.norm(logits, axis=1, keepdims=True)
-    assert infer_loss_specs(mlp, {"logits": unit})["logits"].kind == "embedding"
+    from modelcrunch.distill.losses import _local_kind  # the fallback when the judge's semantics is absent
+
+    assert _local_kind(unit, "Div")[0] == "embedding"
 
 
 def test_feature_matching_pulls_intermediate_values_that_keep_name_and_shape(tmp_path):

@@ -306,11 +306,14 @@ def test_cli_json_is_one_document_and_bad_option_exits_2(tmp_path):
             "0.25",
             "--json",
             "--no-measure",
+            "--keep-best",
         ],
     )
-    assert result.exit_code == 0, result.output
+    # rank 1/4 of a random matrix misses the default target: exit 3, the report still one document
+    assert result.exit_code == 3, result.output
     doc = json.loads(result.stdout)
     assert doc["schema"] == "modelcrunch.factorize/1" and doc["totals"]["layers_factorized"] == 1
+    assert doc["passed"] is False and (tmp_path / "out.onnx").exists()  # --keep-best wrote it
     for bad in (["--energy", "1.5"], ["--method", "cp"], ["--rank-ratio", "0.5", "--energy", "0.9"]):
         result = runner.invoke(app, ["factorize", str(src), "-o", str(tmp_path / "o2.onnx"), *bad])
         assert result.exit_code == 2, (bad, result.output)

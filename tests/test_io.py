@@ -60,10 +60,11 @@ def test_subgraph_constants_are_lifted_and_model_still_runs(tmp_path):
         assert_close_on_ort(path, out.path, feeds, rtol=0, atol=0)
 
 
-def test_external_data_loads_lazily_and_round_trips(tmp_path):
+def test_external_data_is_read_at_load_below_the_protobuf_limit_and_round_trips(tmp_path):
     path = _external_model(tmp_path)
     model = mio.load_model(path)
-    assert isinstance(model.graph.initializers["w1"].const_value, ir.ExternalTensor)
+    # read at load: copies saved to temporary folders are complete without the source's data file
+    assert not isinstance(model.graph.initializers["w1"].const_value, ir.ExternalTensor)
     assert mio.model_size_bytes(path) == path.stat().st_size + (tmp_path / "weights.bin").stat().st_size
     out = mio.save_model(model, tmp_path / "sub" / "copy.onnx", source=path)
     assert out.external_data is None  # small model: inlined
@@ -194,3 +195,33 @@ def test_model_that_does_not_run_is_not_written(tmp_path):
         mio.save_model(mio.load_model(src), dest, source=src, run_feed={name: np.zeros((2, 5), np.float32)})
     assert not dest.exists()
     assert _leftovers(tmp_path) == []
+
+
+def test_output_naming_an_external_data_file_of_the_input_is_refused(tmp_path):
+    path = _external_model(tmp_path)
+    before = (tmp_path / "weights.bin").read_bytes()
+    with pytest.raises(ModelcrunchError, match="external data"):
+        mio.save_model(mio.load_model(path), tmp_path / "weights.bin", source=path)
+    assert (tmp_path / "weights.bin").read_bytes() == before
+
+
+def test_staged_model_takes_its_name_only_on_commit(tmp_path):
+    path = save_proto(mlp_proto(), tmp_path / "in.onnx")
+    dest = tmp_path / "out.onnx"
+    dest.write_bytes(b"old")
+    staged = mio.stage_model(mio.load_model(path), dest, source=path)
+    assert staged.path.is_file() and dest.read_bytes() == b"old"
+    staged.discard()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.onnx", "out.onnx"]
+    staged = mio.stage_model(mio.load_model(path), dest, source=path)
+    staged.commit()
+    assert onnx.load(str(dest)) and sorted(p.name for p in tmp_path.iterdir()) == ["in.onnx", "out.onnx"]
+
+
+def test_unwritable_output_is_one_line(tmp_path):
+    path = save_proto(mlp_proto(), tmp_path / "in.onnx")
+    (tmp_path / "file").write_bytes(b"x")
+    with pytest.raises(ModelcrunchError, match="cannot write"):
+        mio.save_model(mio.load_model(path), tmp_path / "file" / "out.onnx", source=path)
+    with pytest.raises(ModelcrunchError, match="cannot write"):
+        mio.save_model(mio.load_model(path), tmp_path / ("n" * 300 + ".onnx"), source=path)

@@ -12,6 +12,7 @@ from models import assert_close_on_ort, assert_same_signature, run_ort, save_pro
 
 from modelcrunch.data import load_dataset
 from modelcrunch.io import load_model, save_model
+from modelcrunch.passes.guard import Quality
 from modelcrunch.passes.prune.pipeline import PruneConfig, prune_file
 from modelcrunch.passes.prune.repair import repair
 from modelcrunch.passes.prune.structured import StructuredOptions, prune_structured
@@ -116,8 +117,11 @@ def test_repair_improves_fidelity_on_sample_cnn(tmp_path, cnn_sample):
 def test_prune_file_report_json(tmp_path, cnn_sample):
     path, calib = cnn_sample
     config = PruneConfig(structured=StructuredOptions(ratio=0.5), bench_seconds=0.2)
-    report = prune_file(path, tmp_path / "out.onnx", config, calibration=calib)
+    report = prune_file(
+        path, tmp_path / "out.onnx", config, calibration=calib, quality=Quality(keep_best=True)
+    )
     doc = json.loads(json.dumps(report.to_dict()))
+    assert doc["verdict"]["data"].startswith("40 held-out samples")  # 20 % of the 200 held out
     assert doc["schema"] == "modelcrunch.prune/1"
     assert doc["totals"]["macs_ratio"] <= 0.35
     assert doc["skipped_groups"][0]["reason"].startswith("reaches graph output")

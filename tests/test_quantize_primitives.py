@@ -115,7 +115,7 @@ def test_report_groups_nodes_kept_float_for_one_reason(tmp_path):
     # Five LayerNorm nodes share one reason: one row, with the op counts and a pointer to --json.
     assert "... and 4 more (see --json)" in text and "Add ×3, Mul ×2" in text
     assert text.count("built from primitive ops") == 1
-    assert "cosine ≥ 0.99" in text
+    assert "(target ≥ 0.99)" in text and "quality target" in text
 
 
 def test_excluding_a_layer_leaves_no_island_behind(tmp_path):

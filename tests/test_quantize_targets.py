@@ -75,14 +75,16 @@ def test_probability_map_gets_a_default_mask_target(tmp_path):
     model = probability_map_proto()
     src = save_proto(model, tmp_path / "m.onnx")
     calib = stacked_data(model, tmp_path / "c.npz", n=16)
-    options = QuantizeOptions(mode=Mode.STATIC, bench=False, max_eval_samples=16)
+    options = QuantizeOptions(mode=Mode.STATIC, bench=False, max_eval_samples=16, holdout=0.0)
     off = quantize_model(src, tmp_path / "o.onnx", replace(options, min_mask_iou=0.0), calibration=calib)
     plain = off.fidelity["outputs"][0]
-    assert off.target["min_mask_iou"] is None and not off.nodes_excluded
+    assert not any(f["figure"].startswith("mask IoU") and f["target"] for f in off.verdict["figures"])
+    assert not off.nodes_excluded
     assert plain["cosine"] > 0.9999 and plain["mask_iou"] < DEFAULT_MASK_IOU
     report = quantize_model(src, tmp_path / "q.onnx", options, calibration=calib)
-    assert report.target["min_mask_iou"] == DEFAULT_MASK_IOU and report.target["mask_outputs"] == ["map"]
-    assert report.target["met"] and report.fidelity["outputs"][0]["mask_iou"] >= DEFAULT_MASK_IOU
+    mean = next(f for f in report.verdict["figures"] if f["figure"] == "mask IoU (mean per sample)")
+    assert mean["output"] == "map" and mean["kind"] == "map" and mean["target"] == DEFAULT_MASK_IOU
+    assert report.target["met"] and mean["value"] >= DEFAULT_MASK_IOU
     assert any("mask IoU" in node.reason for node in report.nodes_excluded)
 
 

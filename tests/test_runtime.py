@@ -272,3 +272,21 @@ def test_with_activations_yields_feed_and_intermediates_without_changing_the_mod
         assert values["input"] is feed["input"]  # graph inputs come from the feed
         assert values["r"].shape == (2, 32) and values["r"].min() >= 0  # the Relu's output
     assert [o.name for o in model.graph.outputs] == ["output"]
+
+
+def test_latency_gate_reads_the_interval_of_the_interleaved_ratio():
+    from modelcrunch.runtime.bench import ratio_interval
+    from modelcrunch.runtime.gates import _latency_check
+
+    rng = np.random.default_rng(0)
+    base = (1e6 * (1 + 0.2 * rng.random(400))).astype(int)  # a noisy 1 ms model
+    same = (1e6 * (1 + 0.2 * rng.random(400))).astype(int)  # the same speed, other noise
+    low, high = ratio_interval(base, same)
+    assert low < 1.0 < high and high - low < 0.1
+    assert _latency_check("m", 1.02, (low, high), 1.0, None).passed  # an identical model passes 1.0
+    slow = (base * 1.3).astype(int)
+    low, high = ratio_interval(base, slow)
+    assert low > 1.2
+    gate = _latency_check("m", 1.3, (low, high), 1.0, None)
+    assert not gate.passed and "95 % interval" in gate.message
+    assert ratio_interval(base[:3], same[:3]) is None  # too few rounds for an interval

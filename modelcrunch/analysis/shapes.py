@@ -30,7 +30,7 @@ import onnx_ir as ir
 
 from modelcrunch.analysis.fold import fold_constants
 from modelcrunch.errors import ModelcrunchError
-from modelcrunch.io import node_subgraphs
+from modelcrunch.io import node_subgraphs, scratch_cwd
 from modelcrunch.shapes import check_input_names
 
 logger = logging.getLogger(__name__)
@@ -268,7 +268,8 @@ def _ort_symbolic_inference(proto: onnx.ModelProto) -> onnx.ModelProto | None:
     """ONNX Runtime's symbolic shape inference: it follows Shape→Gather→Concat→Reshape chains and
     knows the com.microsoft ops, where onnx's inference gives up. Used when inputs are static."""
     try:
-        return _symbolic_shape_infer_module().SymbolicShapeInference.infer_shapes(proto, auto_merge=True)
+        with scratch_cwd():  # it saves sym_shape_infer_temp.onnx in the working directory on failure
+            return _symbolic_shape_infer_module().SymbolicShapeInference.infer_shapes(proto, auto_merge=True)
     except Exception as exc:  # noqa: BLE001 - best effort, as above
         logger.debug("onnxruntime symbolic shape inference failed: %s", _first_line(exc))
         return None

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,7 @@ from modelcrunch.analysis.cost import heavy_op
 from modelcrunch.analysis.memory import MemoryEstimate, estimate_activation_memory
 from modelcrunch.analysis.shapes import Shape, ShapeTable, infer_shapes
 from modelcrunch.io import load_model
+from modelcrunch.runtime.semantics import infer_specs
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ class InspectReport:
     layers: list[LayerStats]
     memory: MemoryEstimate
     shape_inference_error: str | None
+    output_kinds: dict = field(default_factory=dict)  # name -> runtime.semantics.OutputSpec.to_dict()
 
     @property
     def flops_total(self) -> int:
@@ -223,17 +225,11 @@ def _layer(node: ir.Node, table: ShapeTable, weights: _Weights) -> LayerStats | 
 
 
 def _file_size(path: Path, model: ir.Model) -> int:
-    """The .onnx file plus its external-data files (as ``io.model_size_bytes``, without re-parsing).
+    """The .onnx file plus its external-data files (``io.model_size_bytes``: the loader may have read
+    the external weights into memory already, so the model's tensors no longer name their files)."""
+    from modelcrunch.io import model_size_bytes
 
-    ``load_model`` already checked that every external-data file exists inside the model's folder.
-    """
-    files = {
-        Path(t.base_dir, t.location).resolve()
-        for graph in model.graphs()
-        for v in graph.initializers.values()
-        if isinstance(t := v.const_value, ir.ExternalTensor)
-    }
-    return path.stat().st_size + sum(f.stat().st_size for f in files)
+    return model_size_bytes(path)
 
 
 def _ir_shape(value: ir.Value) -> Shape | None:
@@ -303,4 +299,5 @@ def inspect_model(
         layers=layers,
         memory=estimate_activation_memory(model, table),
         shape_inference_error=table.inference_error,
+        output_kinds={name: spec.to_dict() for name, spec in infer_specs(model).items()},
     )

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 import typer
+from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
 from modelcrunch import __version__
+from modelcrunch.errors import EXIT_BAD_INPUT
 
 app = typer.Typer(
     name="modelcrunch",
@@ -45,6 +48,36 @@ app.command("factorize")(factorize.factorize_cmd)
 app.command("distill")(distill.distill_cmd)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """The console entry point: every usage error is one line (exit 2), Ctrl-C is "interrupted"."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    app()
+    logging.captureWarnings(True)  # numpy's RuntimeWarnings and the like: through the filter below
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_own_warnings)
+    import onnxruntime
+
+    onnxruntime.set_default_logger_severity(4)  # its errors come back as exceptions: one line
+    try:
+        code = app(args=argv, standalone_mode=False)
+    except UsageError as exc:
+        if isinstance(exc, NoArgsIsHelpError) or exc.ctx is None:
+            exc.show()
+            raise SystemExit(EXIT_BAD_INPUT) from None
+        command = exc.ctx.command_path
+        raise _one_line(f"{exc.format_message()} (see '{command} --help')", EXIT_BAD_INPUT) from None
+    except (typer.Abort, KeyboardInterrupt):
+        raise _one_line("interrupted", 130) from None
+    if code == 130:  # typer turns a KeyboardInterrupt into Exit(130), silently
+        raise _one_line("interrupted", 130)
+    raise SystemExit(code if isinstance(code, int) else 0)
+
+
+def _own_warnings(record: logging.LogRecord) -> bool:
+    """modelcrunch's warnings reach stderr; the libraries' (onnx-ir, ONNX Runtime's tools) only as
+    errors: they speak of their own internals, and an error is one line."""
+    return record.name.startswith("modelcrunch") or record.levelno >= logging.ERROR
+
+
+def _one_line(message: str, code: int) -> SystemExit:
+    sys.stderr.write("error: " + " ".join(message.split()) + "\n")
+    return SystemExit(code)

@@ -74,7 +74,7 @@ def distill_after(
     threads,
 ):
     """With --distill: distill the written ``output`` against ``teacher`` (the command's input) in place."""
-    if not distill or data is None:
+    if not distill or data is None or not output.exists():  # a missed target writes nothing
         return None
     from modelcrunch.distill.pipeline import distill_file
 

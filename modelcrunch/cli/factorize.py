@@ -8,27 +8,45 @@ from typing import Annotated
 import typer
 
 from modelcrunch.cli._common import (
+    AllowSlowerOpt,
     DebugOpt,
     EvalOpt,
+    HoldoutOpt,
     JsonOpt,
+    KeepBestOpt,
+    MaxDropOpt,
+    MetricOpt,
+    MinCosineOpt,
+    MinDecisionsOpt,
+    MinF1Opt,
+    MinMaskIouOpt,
+    MinStringsOpt,
+    MinTop1Opt,
     ModelArg,
     NoMeasureOpt,
+    OutputKindOpt,
     OutputOpt,
     OverwriteInputOpt,
     QuietOpt,
+    ReferenceOpt,
+    RequireFasterOpt,
     ShapeOpt,
+    TaskOpt,
     emit_json,
+    exit_missed,
     handle_errors,
     progress_bar,
+    quality_from,
     shapes_option,
     stdout,
 )
 from modelcrunch.cli.distill import DistillBudgetOpt, DistillFlag, check_distill_options, distill_after
 from modelcrunch.data import load_dataset
 from modelcrunch.passes.factorize import FactorizeConfig, RankPolicy
-from modelcrunch.passes.factorize.pipeline import factorize_file
+from modelcrunch.passes.factorize.pipeline import SEARCH_ENERGIES, factorize_file
 from modelcrunch.render.distill import render_distill
 from modelcrunch.render.factorize import render_factorize
+from modelcrunch.render.verdict import miss_line
 
 Opt = typer.Option
 Fraction = Annotated[float | None, Opt(show_default=False)]
@@ -43,7 +61,11 @@ def factorize_cmd(
     ] = None,
     energy: Annotated[
         float | None,
-        Opt(help="Keep this share of squared singular values (default 0.95).", show_default=False),
+        Opt(
+            help="Keep this share of squared singular values (default: the lowest of 0.999 … 0.8 that "
+            "meets the quality target).",
+            show_default=False,
+        ),
     ] = None,
     target_params: Annotated[
         float | None,
@@ -65,6 +87,21 @@ def factorize_cmd(
     distill_budget: DistillBudgetOpt = None,
     threads: Annotated[int | None, Opt(help="Threads for the measurements.")] = None,
     shape: ShapeOpt = None,
+    min_cosine: MinCosineOpt = None,
+    min_top1_agreement: MinTop1Opt = None,
+    min_mask_iou: MinMaskIouOpt = None,
+    min_f1: MinF1Opt = None,
+    min_string_agreement: MinStringsOpt = None,
+    min_decision_agreement: MinDecisionsOpt = None,
+    max_drop: MaxDropOpt = None,
+    output_kind: OutputKindOpt = None,
+    task: TaskOpt = None,
+    metric: MetricOpt = None,
+    holdout: HoldoutOpt = 0.2,
+    reference: ReferenceOpt = None,
+    keep_best: KeepBestOpt = False,
+    require_faster: RequireFasterOpt = False,
+    allow_slower: AllowSlowerOpt = False,
     overwrite_input: OverwriteInputOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -72,6 +109,23 @@ def factorize_cmd(
 ) -> None:
     """Factorize MatMul/Gemm/Conv weights into low-rank pairs (SVD, channel, spatial, Tucker-2)."""
     check_distill_options(distill, calibration)
+    quality = quality_from(
+        min_cosine=min_cosine,
+        min_top1_agreement=min_top1_agreement,
+        min_mask_iou=min_mask_iou,
+        min_f1=min_f1,
+        min_string_agreement=min_string_agreement,
+        min_decision_agreement=min_decision_agreement,
+        max_drop=max_drop,
+        output_kind=output_kind,
+        task=task,
+        metric=metric,
+        holdout=holdout,
+        reference=reference,
+        keep_best=keep_best,
+        require_faster=require_faster,
+        allow_slower=allow_slower,
+    )
     policy = RankPolicy.from_options(
         rank_ratio=rank_ratio,
         energy=energy,
@@ -79,6 +133,7 @@ def factorize_cmd(
         target_macs=target_macs,
         round_to=round_to,
     )
+    given = any(v is not None for v in (rank_ratio, energy, target_params, target_macs))
     config = FactorizeConfig(policy=policy, method=method, min_size=min_size, exclude=tuple(exclude or ()))
     calib = load_dataset(calibration) if calibration else None
     evaluation = load_dataset(eval_data) if eval_data else None
@@ -93,6 +148,8 @@ def factorize_cmd(
             measure_results=not no_measure,
             threads=threads,
             shapes=shapes_option(shape),
+            quality=quality,
+            search_energies=None if given else SEARCH_ENERGIES,
             on_progress=on_progress,
         )
     distilled = distill_after(distill, model, output, calib, distill_budget, quiet=quiet, threads=threads)
@@ -102,3 +159,4 @@ def factorize_cmd(
         render_factorize(report, stdout)
         if distilled:
             render_distill(distilled, stdout)
+    exit_missed(report.extra.get("passed", True), miss_line(report.extra.get("verdict"), report.notes))

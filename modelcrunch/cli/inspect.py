@@ -20,6 +20,7 @@ from modelcrunch.cli._common import (
     stdout,
 )
 from modelcrunch.render.inspect import render_inspect
+from modelcrunch.runtime.session import load_problem
 
 
 @handle_errors
@@ -36,6 +37,9 @@ def inspect_cmd(
 ) -> None:
     """Show a model's size, signature, parameters, per-layer MACs and peak activation memory."""
     report = inspect_model(model, shapes_option(shape), batch=batch)
+    problem = load_problem(model)
+    if problem is not None:
+        stderr.print(f"warning: {problem}", markup=False, highlight=False, soft_wrap=True)
     if json_out:
         emit_json(report.to_dict())
         return

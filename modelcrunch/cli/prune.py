@@ -8,26 +8,44 @@ from typing import Annotated
 import typer
 
 from modelcrunch.cli._common import (
+    AllowSlowerOpt,
     DebugOpt,
     EvalOpt,
+    HoldoutOpt,
     JsonOpt,
+    KeepBestOpt,
+    MaxDropOpt,
+    MetricOpt,
+    MinCosineOpt,
+    MinDecisionsOpt,
+    MinF1Opt,
+    MinMaskIouOpt,
+    MinStringsOpt,
+    MinTop1Opt,
     ModelArg,
     NoMeasureOpt,
+    OutputKindOpt,
     OutputOpt,
     OverwriteInputOpt,
     QuietOpt,
+    ReferenceOpt,
+    RequireFasterOpt,
+    TaskOpt,
     emit_json,
+    exit_missed,
     handle_errors,
     progress_bar,
+    quality_from,
     stdout,
 )
 from modelcrunch.cli.distill import DistillBudgetOpt, DistillFlag, check_distill_options, distill_after
 from modelcrunch.data import load_dataset
 from modelcrunch.passes.prune.nm import parse_pattern
-from modelcrunch.passes.prune.pipeline import PruneConfig, prune_file
+from modelcrunch.passes.prune.pipeline import SEARCH_RATIOS, PruneConfig, prune_file
 from modelcrunch.passes.prune.structured import StructuredOptions
 from modelcrunch.render.distill import render_distill
 from modelcrunch.render.prune import render_prune
+from modelcrunch.render.verdict import miss_line
 
 Opt = typer.Option
 
@@ -39,7 +57,14 @@ def prune_cmd(
     structured: Annotated[
         bool, Opt("--structured", help="Remove whole channels (smaller dense model).")
     ] = False,
-    ratio: Annotated[float, Opt(help="Structured: fraction of channels to remove.")] = 0.3,
+    ratio: Annotated[
+        float | None,
+        Opt(
+            help="Structured: fraction of channels to remove (default: the strongest of 0.1 … 0.7 that "
+            "meets the quality target).",
+            show_default=False,
+        ),
+    ] = None,
     importance: Annotated[str, Opt(help="l1 | l2 | bn | activation (needs --calibration).")] = "l2",
     scope: Annotated[str, Opt(help="local (per layer) | global (ranking across layers).")] = "local",
     min_channels: Annotated[int, Opt(help="Structured: never keep fewer channels per group.")] = 1,
@@ -61,6 +86,21 @@ def prune_cmd(
     distill: DistillFlag = False,
     distill_budget: DistillBudgetOpt = None,
     threads: Annotated[int | None, Opt(help="Threads for the latency measurement.")] = None,
+    min_cosine: MinCosineOpt = None,
+    min_top1_agreement: MinTop1Opt = None,
+    min_mask_iou: MinMaskIouOpt = None,
+    min_f1: MinF1Opt = None,
+    min_string_agreement: MinStringsOpt = None,
+    min_decision_agreement: MinDecisionsOpt = None,
+    max_drop: MaxDropOpt = None,
+    output_kind: OutputKindOpt = None,
+    task: TaskOpt = None,
+    metric: MetricOpt = None,
+    holdout: HoldoutOpt = 0.2,
+    reference: ReferenceOpt = None,
+    keep_best: KeepBestOpt = False,
+    require_faster: RequireFasterOpt = False,
+    allow_slower: AllowSlowerOpt = False,
     overwrite_input: OverwriteInputOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -69,9 +109,26 @@ def prune_cmd(
     """Prune a model: structured channels (--structured), magnitude (--sparsity) or N:M (--pattern)."""
     excluded = tuple(exclude or ())
     check_distill_options(distill, calibration)
+    quality = quality_from(
+        min_cosine=min_cosine,
+        min_top1_agreement=min_top1_agreement,
+        min_mask_iou=min_mask_iou,
+        min_f1=min_f1,
+        min_string_agreement=min_string_agreement,
+        min_decision_agreement=min_decision_agreement,
+        max_drop=max_drop,
+        output_kind=output_kind,
+        task=task,
+        metric=metric,
+        holdout=holdout,
+        reference=reference,
+        keep_best=keep_best,
+        require_faster=require_faster,
+        allow_slower=allow_slower,
+    )
     config = PruneConfig(
         structured=StructuredOptions(
-            ratio=ratio,
+            ratio=0.3 if ratio is None else ratio,
             scope=scope,
             importance=importance,
             min_channels=min_channels,
@@ -92,6 +149,7 @@ def prune_cmd(
         repair=not no_repair,
         measure=not no_measure,
         threads=threads,
+        search_ratios=SEARCH_RATIOS if structured and ratio is None else None,
     )
     calib = load_dataset(calibration) if calibration else None
     evaluation = load_dataset(eval_data) if eval_data else None
@@ -103,6 +161,7 @@ def prune_cmd(
             calibration=calib,
             evaluation=evaluation,
             overwrite_input=overwrite_input,
+            quality=quality,
             on_progress=on_progress,
         )
     distilled = distill_after(distill, model, output, calib, distill_budget, quiet=quiet, threads=threads)
@@ -112,3 +171,4 @@ def prune_cmd(
         render_prune(report, stdout)
         if distilled:
             render_distill(distilled, stdout)
+    exit_missed(report.passed, miss_line(report.verdict, report.notes))

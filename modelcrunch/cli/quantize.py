@@ -9,13 +9,27 @@ import typer
 
 from modelcrunch.cli._common import (
     DebugOpt,
+    HoldoutOpt,
     JsonOpt,
+    KeepBestOpt,
+    MaxDropOpt,
+    MetricOpt,
+    MinCosineOpt,
+    MinDecisionsOpt,
+    MinF1Opt,
+    MinMaskIouOpt,
+    MinStringsOpt,
+    MinTop1Opt,
     ModelArg,
+    OutputKindOpt,
     OutputOpt,
     OverwriteInputOpt,
     QuietOpt,
+    ReferenceOpt,
     ShapeOpt,
+    TaskOpt,
     emit_json,
+    exit_missed,
     handle_errors,
     progress_bar,
     shapes_option,
@@ -32,6 +46,7 @@ from modelcrunch.passes.quantize import (
     quantize_model,
 )  # fmt: skip
 from modelcrunch.render.quantize import render_quantize, render_warnings
+from modelcrunch.runtime.semantics import parse_kind_overrides
 
 DataOpt = Annotated[Path | None, typer.Option(help="Data in the shared format (.npz stacked, or a folder).")]
 
@@ -75,25 +90,26 @@ def quantize_cmd(
     algorithm: Annotated[WeightAlgorithm, typer.Option(help="weight-only rounding.")] = WeightAlgorithm.RTN,
     exclude: Annotated[list[str] | None, typer.Option(help="Node name to keep float (repeatable).")] = None,
     op_types: Annotated[str | None, typer.Option(help="Comma-separated op types to quantize.")] = None,
-    min_cosine: Annotated[
-        float | None,
-        typer.Option(help="Fidelity gate: worst output cosine (default 0.99, a gate only when given)."),
-    ] = None,
-    max_drop: Annotated[
-        float | None, typer.Option(help="Fidelity gate: accuracy drop in points (labels).")
-    ] = None,
+    min_cosine: MinCosineOpt = None,
+    max_drop: MaxDropOpt = None,
     max_channel_error: Annotated[
         float | None,
         typer.Option(help="Gate: worst output-channel error / that channel's scale (detector heads)."),
     ] = None,
-    min_top1_agreement: Annotated[
-        float | None,
-        typer.Option(help="Gate: share of argmaxes over the last axis that agree (classes, CTC steps)."),
-    ] = None,
-    min_mask_iou: Annotated[
-        float | None,
-        typer.Option(help="Gate: IoU of the > 0.5 masks of probability maps (segmentation, text detection)."),
-    ] = None,
+    min_top1_agreement: MinTop1Opt = None,
+    min_mask_iou: MinMaskIouOpt = None,
+    min_f1: MinF1Opt = None,
+    min_string_agreement: MinStringsOpt = None,
+    min_decision_agreement: MinDecisionsOpt = None,
+    output_kind: OutputKindOpt = None,
+    task: TaskOpt = None,
+    metric: MetricOpt = None,
+    holdout: HoldoutOpt = 0.2,
+    reference: ReferenceOpt = None,
+    keep_best: KeepBestOpt = False,
+    allow_slower: Annotated[
+        bool, typer.Option("--allow-slower", help="auto: accept a result slower than the original (exit 0).")
+    ] = False,
     require_faster: Annotated[bool, typer.Option(help="Fail (exit 3) unless the result is faster.")] = False,
     sensitivity: Annotated[bool, typer.Option(help="Keep the worst layers float to meet the target.")] = True,
     gptq: Annotated[
@@ -145,6 +161,14 @@ def quantize_cmd(
         max_channel_error=max_channel_error,
         min_top1_agreement=min_top1_agreement,
         min_mask_iou=min_mask_iou,
+        min_f1=min_f1,
+        min_string_agreement=min_string_agreement,
+        min_decision_agreement=min_decision_agreement,
+        output_kinds=tuple(parse_kind_overrides(output_kind, task).items()),
+        metric=metric,
+        holdout=holdout,
+        keep_best=keep_best,
+        allow_slower=allow_slower,
         require_faster=require_faster,
         sensitivity=sensitivity,
         gptq=gptq,
@@ -167,6 +191,7 @@ def quantize_cmd(
             evaluation=eval_data,
             overwrite_input=overwrite_input,
             shapes=shapes_option(shape),
+            reference_model=reference,
             on_progress=on_progress,
         )
     if not quiet:
@@ -175,3 +200,6 @@ def quantize_cmd(
         emit_json(report.to_dict())
     else:
         render_quantize(report, stdout)
+    if report.target.get("slower"):
+        exit_missed(False, "the quantized model is slower than the original (--allow-slower accepts it)")
+    exit_missed(report.passed, f"quality target missed: {report.target.get('task') or 'see the report'}")

@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from modelcrunch.passes.factorize.report import FactorizeReport
+from modelcrunch.render.verdict import verdict_table
 
 
 def _num(n: int) -> str:
@@ -81,6 +82,8 @@ def render_factorize(report: FactorizeReport, console: Console) -> None:
     )
     for note in report.notes:
         console.print(f"note: {note}")
+    if report.extra.get("verdict"):
+        console.print(verdict_table(report.extra["verdict"]))
     if report.fidelity:
         for out in report.fidelity.get("outputs", []):
             console.print(

@@ -47,6 +47,8 @@ def render_inspect(report: InspectReport, console: Console, *, top: int = 20) ->
     console.print(f"IR {report.ir_version}  opsets: {opsets}  producer: {escape(report.producer or '-')}")
     console.print(f"inputs:  {_signature(report.inputs)}")
     console.print(f"outputs: {_signature(report.outputs)}")
+    for name, spec in report.output_kinds.items():
+        console.print(f"  {name}: {spec['kind']} ({spec['reason']})", markup=False)
     if report.symbolic_dims:
         console.print(escape(f"symbolic dims: {', '.join(report.symbolic_dims)}"))
 

@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from modelcrunch.passes.prune.report import PruneReport
+from modelcrunch.render.verdict import verdict_table
 
 
 def _num(n: int) -> str:
@@ -73,6 +74,8 @@ def render_prune(report: PruneReport, console: Console) -> None:
             f"{_num(st.size_after)}B"
         )
     console.print(f"file size: {_num(report.size_before)}B → {_num(report.size_after)}B")
+    if report.verdict:
+        console.print(verdict_table(report.verdict))
     for label, fid in (
         ("fidelity before repair", report.fidelity_before_repair),
         ("fidelity", report.fidelity),

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from modelcrunch.passes.quantize.report import QuantizeReport
+from modelcrunch.render.verdict import add_verdict
 
 MAX_EXCLUDED_ROWS = 25
 GROUP_ROWS = 3  # more nodes than this with one reason: one row for them all
@@ -22,13 +23,15 @@ def _num(value: float | None, fmt: str = ".4f") -> str:
 
 
 def summary_table(report: QuantizeReport) -> Table:
-    table = Table(title=f"modelcrunch quantize → {report.output}", show_header=False, title_justify="left")
+    where = report.output or "nothing written"
+    table = Table(title=f"modelcrunch quantize → {where}", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
     table.add_row("mode", f"{report.mode}  [dim]({report.mode_reason})[/]")
     table.add_row("size", f"{_mb(report.size_before)} → {_mb(report.size_after)}  ({report.size_ratio:.2f}x)")
     fidelity = report.fidelity or {}
-    for output in fidelity.get("outputs", []):
+    add_verdict(table, report.verdict)
+    for output in [] if report.verdict else fidelity.get("outputs", []):
         top1 = output.get("top1_agreement")
         mask = output.get("mask_iou") if _mask_read(report.target, output["name"]) else None
         table.add_row(
@@ -43,7 +46,10 @@ def summary_table(report: QuantizeReport) -> Table:
             f"{fidelity['accuracy_reference']:.2%} → {fidelity['accuracy_candidate']:.2%}  "
             f"(drop {fidelity['accuracy_drop'] * 100:.2f} points)",
         )
-    table.add_row("evaluated on", f"{report.evaluation['samples']} samples of {report.evaluation['source']}")
+    if not report.verdict:
+        table.add_row(
+            "evaluated on", f"{report.evaluation['samples']} samples of {report.evaluation['source']}"
+        )
     if report.latency:
         lat = report.latency
         style = "bold red" if lat["ratio"] >= 1.0 else "green"
@@ -57,7 +63,8 @@ def summary_table(report: QuantizeReport) -> Table:
         "nodes", f"{len(report.nodes_quantized)} layers quantized, {len(report.nodes_excluded)} kept float"
     )
     table.add_row("ops added", ops)
-    table.add_row("target", _target(report.target))
+    if not report.verdict:
+        table.add_row("target", _target(report.target))
     for note in report.preprocessing:
         table.add_row("pre-processing", note)
     table.add_row("time", f"{report.seconds:.1f} s")
@@ -85,7 +92,7 @@ def _target(target: dict) -> str:
 
 def candidates_table(report: QuantizeReport) -> Table:
     table = Table(title="candidates (auto)", title_justify="left")
-    for column in ("mode", "size", "latency", "cosine", "accuracy", "target", "layers q/float"):
+    for column in ("mode", "size", "latency", "task (worst figure)", "accuracy", "target", "layers q/float"):
         table.add_column(column)
     for c in report.candidates:
         mark = "→ " if c.mode == report.mode else "  "
@@ -93,12 +100,19 @@ def candidates_table(report: QuantizeReport) -> Table:
             mark + c.mode,
             _mb(c.size_bytes),
             _num(c.latency_ratio, ".2f") + "x",
-            _num(c.worst_cosine),
+            _task(c),
             _num(c.accuracy, ".2%"),
             "met" if c.meets_target else "missed",
             f"{c.nodes_quantized}/{c.nodes_excluded}",
         )
     return table
+
+
+def _task(candidate) -> str:  # noqa: ANN001
+    task = candidate.task
+    if not task:
+        return _num(candidate.worst_cosine)
+    return task.split("closest: ", 1)[-1].rstrip(")").split(" (target")[0] if "closest" in task else task[:60]
 
 
 def excluded_table(report: QuantizeReport) -> Table:

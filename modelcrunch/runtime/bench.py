@@ -101,9 +101,34 @@ class Ratios:
     throughput: float
     size: float
     memory: float | None
+    latency_ci: tuple[float, float] | None = None  # 95 % bootstrap interval of the latency ratio
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        return {**self.__dict__, "latency_ci": None if self.latency_ci is None else list(self.latency_ci)}
+
+
+#: Bootstrap resamples of the paired rounds for the latency ratio's confidence interval.
+BOOTSTRAP = 400
+
+
+def ratio_interval(
+    base_ns: Sequence[int], model_ns: Sequence[int], *, level: float = 0.95, seed: int = 0
+) -> tuple[float, float] | None:
+    """A ``level`` confidence interval of median(model) / median(base) over interleaved rounds.
+
+    Round ``i`` timed both models back to back, so rounds are resampled in pairs (the machine's
+    load at that moment hits both): percentile bootstrap over ``BOOTSTRAP`` resamples.
+    """
+    n = min(len(base_ns), len(model_ns))
+    if n < 5:
+        return None
+    base = np.asarray(base_ns[:n], dtype=np.float64)
+    model = np.asarray(model_ns[:n], dtype=np.float64)
+    picks = np.random.default_rng(seed).integers(0, n, size=(BOOTSTRAP, n))
+    ratios = np.median(model[picks], axis=1) / np.maximum(np.median(base[picks], axis=1), 1e-9)
+    tail = (1.0 - level) / 2 * 100
+    low, high = np.percentile(ratios, [tail, 100 - tail])
+    return float(low), float(high)
 
 
 @dataclass(frozen=True)
@@ -266,7 +291,8 @@ def benchmark(
             throughput=m.throughput / base.throughput if base.throughput > 0 else 1.0,
             size=m.size_bytes / base.size_bytes,
             memory=_ratio(m.memory_bytes, base.memory_bytes),
+            latency_ci=None if index == 0 else ratio_interval(timings[0], timings[index]),
         )
-        for m in results
+        for index, m in enumerate(results)
     ]
     return BenchResult(results, ratios, provider, threads, warmup, len(models) > 1, method)

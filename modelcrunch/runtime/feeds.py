@@ -19,12 +19,13 @@ says which ``--shape`` fixes it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import onnx_ir as ir
 import onnxruntime as ort
 
+from modelcrunch.budget import nbytes, reserve
 from modelcrunch.errors import ModelcrunchError
 
 logger = logging.getLogger(__name__)
@@ -145,6 +146,7 @@ def synthesize_feeds(
     feeds: dict[str, np.ndarray] = {}
     for node_arg in inputs:
         shape, dtype = dims[node_arg.name], input_dtype(node_arg)
+        reserve(nbytes(shape, dtype.itemsize), f"input '{node_arg.name}' of shape {_fmt(shape)}")
         high = (int_high or {}).get(node_arg.name)
         feeds[node_arg.name] = _random(rng, node_arg.name, shape, dtype, high)
     return feeds
@@ -218,3 +220,11 @@ def check_feed(
                     f"{where}: input '{node_arg.name}' has shape {_fmt(arr.shape)}, the model expects "
                     f"{_fmt(node_arg.shape)} (axis {axis})"
                 )
+
+
+def check_dataset(
+    session: ort.InferenceSession, samples: Iterable[Mapping[str, np.ndarray]], where: str
+) -> None:
+    """:func:`check_feed` on every sample: the one check of user data, whichever command reads it."""
+    for i, sample in enumerate(samples):
+        check_feed(session, sample, where=f"{where} sample {i}")

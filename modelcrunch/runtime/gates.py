@@ -1,7 +1,9 @@
 """CI gates on a bench report: limits on ratios to the baseline and on fidelity.
 
 Every candidate (each model after the first) is checked against every limit given; with a
-batch sweep the ratio gates are checked at every batch size. A value that is NaN or infinite
+batch sweep the ratio gates are checked at every batch size. The latency gate reads the 95 %
+bootstrap interval of the interleaved ratio (``bench.ratio_interval``): it fails only when the
+whole interval lies above the limit, and the message states the interval. A value that is NaN or infinite
 fails its gate (a NaN cosine must never pass ``--min-cosine``). ``enforce`` raises GateFailed
 (exit 3) naming each failed gate, its value and its limit.
 """
@@ -70,6 +72,17 @@ def _check(
     return GateResult(gate, model, value, limit, ok, upper, batch)
 
 
+def _latency_check(
+    model: str, ratio: float, interval: tuple[float, float], limit: float, batch: int | None
+) -> GateResult:
+    """The latency gate respects noise: it fails only when the whole 95 % interval of the
+    interleaved ratio lies above the limit (a median alone flips on an identical model)."""
+    low, high = interval
+    passed = math.isfinite(low) and low <= limit
+    label = f"latency ratio (95 % interval {low:.3f}-{high:.3f})"
+    return GateResult(label, model, ratio, limit, passed, True, batch)
+
+
 RATIO_GATES: dict[str, tuple[str, Callable]] = {
     "max_latency_ratio": ("latency ratio", lambda r: r.latency),
     "max_memory_ratio": ("memory ratio", lambda r: r.memory),
@@ -97,7 +110,11 @@ def check_gates(
             continue
         for result in results:
             for name, ratios in zip(model_names[1:], result.ratios[1:], strict=True):
-                gates.append(_check(label, name, pick(ratios), limit, True, result.batch if sweep else None))
+                batch = result.batch if sweep else None
+                if key == "max_latency_ratio" and ratios.latency_ci is not None:
+                    gates.append(_latency_check(name, ratios.latency, ratios.latency_ci, limit, batch))
+                else:
+                    gates.append(_check(label, name, pick(ratios), limit, True, batch))
     for name, fid in zip(model_names[1:], fidelity, strict=True):
         if limits.min_cosine is not None:
             gates.append(_check("cosine", name, fid.worst_cosine, limits.min_cosine, False))

@@ -101,7 +101,7 @@ def session_options(
             raise ModelcrunchError(f"{label} must be >= 0 (0 = ONNX Runtime's default), got {value}")
     options = ort.SessionOptions()
     options.graph_optimization_level = OPT_LEVELS[optimization]
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # fatal only: ORT's errors come back as exceptions (our one line)
     if threads is not None:
         options.intra_op_num_threads = threads
     if inter_threads is not None:
@@ -165,6 +165,9 @@ def make_session(
             detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             name = "<in-memory model>" if isinstance(model, ir.Model) else str(model)
             raise ModelcrunchError(f"{name}: ONNX Runtime cannot create a session ({detail})") from exc
+    if not session.get_outputs():
+        name = "<in-memory model>" if isinstance(model, ir.Model) else str(model)
+        raise ModelcrunchError(f"{name}: the model has no outputs")
     used = session.get_providers()
     if full not in used:
         raise ModelcrunchError(
@@ -173,6 +176,15 @@ def make_session(
         )
     logger.debug("session on %s", used)
     return session
+
+
+def load_problem(model: str | os.PathLike) -> str | None:
+    """Why ONNX Runtime (CPU, no graph optimisation) refuses to load ``model``, or None when it loads."""
+    try:
+        make_session(model, optimization="disable")
+    except ModelcrunchError as exc:
+        return str(exc)
+    return None
 
 
 def run_checked(session: ort.InferenceSession, feed: Mapping[str, object], *, name: str = "model") -> list:

@@ -196,8 +196,12 @@ def factorize(
     *,
     shapes: dict[str, list[int | str]] | None = None,
     on_progress: ProgressFn | None = None,
+    gram_cache: dict[str, np.ndarray] | None = None,
 ) -> FactorizeReport:
     """Factorize ``model`` in place and return the report (see the module docstring).
+
+    ``gram_cache``: the calibration statistics of an earlier call on the same model and data (a
+    strength search factorizes fresh copies at several ranks); filled on the first call.
 
     ``shapes`` (``--shape``) fixes dynamic input dims for MAC counting; a symbolic batch dim counts
     as 1 (MACs per sample), and any other dim left unknown counts as 1, which the notes say.
@@ -225,9 +229,14 @@ def factorize(
         )
     grams: dict[str, np.ndarray] = {}
     if calibration is not None and config.data_aware and layers:
-        grams = collect_grams(
-            model, layers, calibration, batch_size=config.batch_size, on_progress=on_progress
-        )
+        if gram_cache:
+            grams = gram_cache
+        else:
+            grams = collect_grams(
+                model, layers, calibration, batch_size=config.batch_size, on_progress=on_progress
+            )
+            if gram_cache is not None:
+                gram_cache.update(grams)
     decomps: dict[str, MatrixDecomposition] = {}
     method_notes: dict[str, str] = {}
     for i, layer in enumerate(layers, start=1):

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
+from modelcrunch.errors import ModelcrunchError
 from modelcrunch.passes._ir import register_array
 from modelcrunch.passes.factorize.layers import Layer
 
@@ -36,6 +37,8 @@ class Svd:
 
     @classmethod
     def of(cls, matrix: np.ndarray) -> Svd:
+        if not np.isfinite(matrix).all():  # LAPACK would fail, and print to stdout first
+            raise ModelcrunchError("a weight to factorize holds NaN or infinite values")
         u, s, vt = np.linalg.svd(matrix, full_matrices=False)
         return cls(u, s, vt)
 
@@ -49,6 +52,8 @@ class Whitener:
 
     @classmethod
     def of(cls, gram: np.ndarray) -> Whitener:
+        if not np.isfinite(gram).all():
+            raise ModelcrunchError("a layer's input statistics hold NaN or infinite values (overflow?)")
         gram = (gram + gram.T) / 2.0
         damping = DAMPING * max(float(np.trace(gram)) / len(gram), 1e-12)
         lower = np.linalg.cholesky(gram + damping * np.eye(len(gram)))

@@ -87,6 +87,25 @@ def _rows(node: ir.Node, x: np.ndarray, y: np.ndarray, keep_out: np.ndarray) -> 
     return cols, target[:, keep_out].astype(np.float64)
 
 
+#: The most bytes of float64 rows built at once: a 300x300 Conv's im2col over a 32-sample batch
+#: would take gigabytes; it is built a few samples at a time instead.
+CHUNK_BYTES = 256 * 2**20
+#: Rows (output pixels) used per chunk at most: a least-squares fit of a few hundred unknowns needs
+#: thousands of rows, not millions (a 300x300 map has 90000 per sample).
+MAX_ROWS_PER_CHUNK = 16384
+
+
+def _samples_per_chunk(node: ir.Node, x: np.ndarray, y: np.ndarray) -> int:
+    if x.ndim == 0 or len(x) == 0:
+        return 1
+    if node.op_type == "Conv":
+        w = node.inputs[1].const_value.shape
+        per_sample = (y[0].size // max(y.shape[1], 1)) * (x.shape[1] * w[2] * w[3] + 1 + y.shape[1]) * 8
+    else:
+        per_sample = (x[0].size + y[0].size) * 8 * 2
+    return max(1, CHUNK_BYTES // max(per_sample, 1))
+
+
 def _kept_outputs(node: ir.Node, decisions: Sequence[GroupDecision], n_out_original: int) -> np.ndarray:
     removed: list[np.ndarray] = []
     for d in decisions:
@@ -169,12 +188,17 @@ def repair(
             iter_activations(original, [y_name], calibration),
             strict=True,
         ):
-            cols, target = _rows(node, xs[x_name], ys[y_name], keep_out)
-            if intercept:
-                cols = np.concatenate([cols, np.ones((cols.shape[0], 1))], axis=1)
-            xtx = cols.T @ cols if xtx is None else xtx + cols.T @ cols
-            xty = cols.T @ target if xty is None else xty + cols.T @ target
-            yty += float((target * target).sum())
+            x, y = xs[x_name], ys[y_name]
+            step = _samples_per_chunk(node, x, y)
+            for lo in range(0, max(len(x), 1), step):  # im2col rows of a few samples at a time
+                cols, target = _rows(node, x[lo : lo + step], y[lo : lo + step], keep_out)
+                stride = -(-len(cols) // MAX_ROWS_PER_CHUNK)  # evenly spread rows: plenty for the fit
+                cols, target = cols[::stride], target[::stride]
+                if intercept:
+                    cols = np.concatenate([cols, np.ones((cols.shape[0], 1))], axis=1)
+                xtx = cols.T @ cols if xtx is None else xtx + cols.T @ cols
+                xty = cols.T @ target if xty is None else xty + cols.T @ target
+                yty += float((target * target).sum())
         if xtx is None:
             continue
         current = _current_coef(node, intercept)

@@ -110,6 +110,9 @@ class PruneReport:
     fidelity: object | None = None
     latency: object | None = None  # runtime.bench.BenchResult
     notes: tuple[str, ...] = field(default_factory=tuple)
+    verdict: dict | None = None  # runtime.judge.Verdict.to_dict()
+    passed: bool = True  # met the quality target and not slower (else exit 3)
+    search: tuple = ()  # the ratios tried by the strength search (guard.Attempt.to_dict())
 
     @property
     def params_before(self) -> int:
@@ -163,6 +166,9 @@ class PruneReport:
             "fidelity": d(self.fidelity),
             "latency": d(self.latency),
             "notes": list(self.notes),
+            "verdict": self.verdict,
+            "passed": self.passed,
+            "search": list(self.search),
         }
 
 

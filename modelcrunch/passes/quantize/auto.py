@@ -70,13 +70,24 @@ def choose(candidates: Sequence[Candidate]) -> tuple[int, str]:
             f"at unchanged speed ({candidates[best].latency_ratio:.2f}x latency)"
         )
     if meeting:
-        best = min(meeting, key=lambda i: candidates[i].size_bytes)
+        best = min(meeting, key=lambda i: candidates[i].latency_ratio or math.inf)
         return (
             best,
-            "every candidate meeting the fidelity target is SLOWER than the original; kept the smallest",
+            "every candidate meeting the fidelity target is SLOWER than the original; kept the fastest",
         )
-    best = max(range(len(candidates)), key=lambda i: _finite(candidates[i].worst_cosine))
+    best = min(range(len(candidates)), key=lambda i: _loss(candidates[i]))
     return best, "NO candidate met the fidelity target; kept the most faithful one"
+
+
+def too_slow(candidate: Candidate) -> bool:
+    """Slower than the original beyond the noise margin (``NOT_SLOWER_BELOW``)."""
+    return candidate.latency_ratio is not None and candidate.latency_ratio > NOT_SLOWER_BELOW
+
+
+def _loss(candidate: Candidate) -> float:
+    if candidate.task_loss is not None and math.isfinite(candidate.task_loss):
+        return candidate.task_loss
+    return 1.0 - _finite(candidate.worst_cosine) + (0.0 if candidate.task_loss is None else math.inf)
 
 
 def _finite(value: float | None) -> float:

@@ -111,6 +111,18 @@ class Feeds:
         labels = None if self.labels is None else self.labels[:count]
         return Feeds(self.samples[:count], labels, self.synthetic, self.source)
 
+    def split(self, holdout: float, seed: int = 0) -> tuple[Feeds, Feeds]:
+        """(calibration, held out): the seeded split of ``modelcrunch.data.Dataset.split``."""
+        from modelcrunch.data import Dataset
+
+        labels = {} if self.labels is None else {"label": np.asarray(self.labels)}
+        kept, held = Dataset(self.samples, labels).split(holdout, seed)
+
+        def feeds(part: Dataset) -> Feeds:
+            return Feeds(part.samples, part.labels.get("label"), self.synthetic, self.source)
+
+        return feeds(kept), feeds(held)
+
 
 def load_feeds(
     path: Path | None,
@@ -135,9 +147,11 @@ def load_feeds(
         ]
         return Feeds(samples, None, True, "synthesized")
     from modelcrunch.data import load_dataset
+    from modelcrunch.runtime.feeds import check_dataset
 
     dataset = load_dataset(path, input_names=names)
     samples = [{k: v for k, v in sample.items() if k in names} for sample in dataset.samples[:limit]]
+    check_dataset(session, samples, str(path))
     labels = None
     if dataset.labels:
         key = "label" if "label" in dataset.labels else sorted(dataset.labels)[0]

@@ -9,6 +9,7 @@ from enum import Enum
 from pathlib import Path
 
 from modelcrunch.errors import ModelcrunchError
+from modelcrunch.runtime.judge import Targets
 
 
 class Mode(str, Enum):
@@ -79,6 +80,14 @@ class QuantizeOptions:
     top1_outputs: tuple[str, ...] | None = None  # outputs the top-1 gate reads (None: every one with classes)
     min_mask_iou: float | None = None  # gate: IoU of the > 0.5 masks of probability maps
     mask_outputs: tuple[str, ...] | None = None  # outputs the mask gate reads (None: every probability one)
+    min_f1: float | None = None  # gate: detection F1 against the original's decoded detections
+    min_string_agreement: float | None = None  # gate: share of CTC-decoded strings identical
+    min_decision_agreement: float | None = None  # gate: scalar decisions at 0.5 that agree
+    output_kinds: tuple[tuple[str, str], ...] = ()  # --output-kind NAME=KIND (and ("*", KIND) for --task)
+    metric: str | None = None  # --metric module:function
+    holdout: float = 0.2  # share of --calibration held out for the verdict when no --eval is given
+    keep_best: bool = False  # write the best candidate even when it misses the target (exit 3 all the same)
+    allow_slower: bool = False  # auto: a chosen model slower than the original is not a failure
     require_faster: bool = False
     sensitivity: bool = True  # keep the worst layers in float until the target is met
     gptq: bool = True  # storage: GPTQ error-compensating rounding from the calibration data (``gptq.py``)
@@ -115,6 +124,15 @@ class QuantizeOptions:
             raise ModelcrunchError(f"--min-top1-agreement {self.min_top1_agreement}: must be within [0, 1]")
         if self.min_mask_iou is not None and not 0.0 <= self.min_mask_iou <= 1.0:
             raise ModelcrunchError(f"--min-mask-iou {self.min_mask_iou}: must be within [0, 1]")
+        for flag, value in (
+            ("--min-f1", self.min_f1),
+            ("--min-string-agreement", self.min_string_agreement),
+            ("--min-decision-agreement", self.min_decision_agreement),
+        ):
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ModelcrunchError(f"{flag} {value}: must be within [0, 1]")
+        if not 0.0 <= self.holdout < 1.0:
+            raise ModelcrunchError(f"--holdout {self.holdout}: must be within [0, 1)")
         if self.max_channel_error is not None and not self.max_channel_error > 0:
             raise ModelcrunchError(f"--max-channel-error {self.max_channel_error}: must be > 0")
         if self.max_calibration_samples < 1 or self.max_eval_samples < 1:
@@ -124,6 +142,19 @@ class QuantizeOptions:
     def effective_reduce_range(self) -> bool:
         """7-bit weights where the CPU's u8s8 kernels could saturate (see ``u8s8_saturates``)."""
         return self.reduce_range if self.reduce_range is not None else u8s8_saturates()
+
+    @property
+    def targets(self) -> Targets:
+        """The quality targets of the judge (``runtime/judge.py``)."""
+        return Targets(
+            min_cosine=self.min_cosine,
+            min_top1=self.min_top1_agreement,
+            min_strings=self.min_string_agreement,
+            min_f1=self.min_f1,
+            min_mask_iou=self.min_mask_iou,
+            min_decisions=self.min_decision_agreement,
+            max_drop=self.max_drop,
+        )
 
     @property
     def effective_min_cosine(self) -> float:

@@ -64,13 +64,14 @@ from modelcrunch.passes.quantize.sensitivity import (
 )
 from modelcrunch.passes.quantize.storage import MIN_ELEMENTS, MIN_WEIGHT_ELEMENTS
 from modelcrunch.passes.quantize.targets import (
-    has_classifier_output,
+    check_kinds,
+    check_targets,
     measured_text,
     meets,
     target_text,
-    with_default_targets,
 )
-from modelcrunch.runtime.fidelity import Fidelity, compare_outputs, finite_or_none, measure_fidelity
+from modelcrunch.runtime.fidelity import Fidelity, compare_outputs, finite_or_none
+from modelcrunch.runtime.judge import Judge, Verdict, load_metric
 from modelcrunch.runtime.session import ALTERNATING, make_session
 
 logger = logging.getLogger(__name__)
@@ -92,6 +93,7 @@ class _Built:
     met: bool
     notes: list[str]
     per_token: frozenset[str] = frozenset()  # sensitive MatMuls given per-token int8, not float
+    verdict: Verdict | None = None
 
 
 class _Memo:
@@ -198,6 +200,7 @@ class _Judge:
     size: int  # samples per feed
     labels: object
     options: QuantizeOptions
+    task: Judge  # the task judge (output kinds, task figures, targets) on the same feeds
 
     @classmethod
     def create(
@@ -206,12 +209,28 @@ class _Judge:
         evaluation: Feeds,
         options: QuantizeOptions,
         record: OutputRecord | None = None,
+        *,
+        model: ir.Model,
+        describe: str = "",
     ) -> _Judge:
         """``record``: the calibration run's outputs, where the evaluation samples are calibrated."""
         size = batched(session, evaluation.samples)
         feeds, chunks = stacked_parts(evaluation.samples, size)
         recorded = None if record is None else _Recorded(session, record, chunks)
-        return cls(_Memo(session, recorded), feeds, size, evaluation.labels, options)
+        memo = _Memo(session, recorded)
+        task = Judge(
+            model,
+            feeds,
+            targets=options.targets,
+            kinds=dict(options.output_kinds),
+            metric=load_metric(options.metric) if options.metric else None,
+            labels=evaluation.labels,
+            session=memo,
+            stack=False,
+            describe=describe,
+            infer_with=session,
+        )
+        return cls(memo, feeds, size, evaluation.labels, options, task)
 
     def probabilities(self) -> bool:
         """Whether some reference output on the first feed is a probability output (has a mask IoU);
@@ -230,7 +249,8 @@ class _Judge:
             )
         )
         feeds = self._prefix(PROBE_SAMPLES) if probe else self.feeds
-        fidelity = measure_fidelity(self.reference, candidate, feeds, labels=None if probe else self.labels)
+        verdict = self.task(candidate, samples=PROBE_SAMPLES if probe else None)
+        fidelity = verdict.fidelity
         channel = worst_channel_error(
             self.reference, candidate, feeds if probe else self._prefix(CHANNEL_SAMPLES)
         )
@@ -243,6 +263,7 @@ class _Judge:
             top1_outputs=options.top1_outputs,
             mask_weight=0.0 if options.min_mask_iou is None else 1.0,
             mask_outputs=options.mask_outputs,
+            verdict=verdict,
         )
 
 
@@ -291,7 +312,7 @@ def _build_mode(ws: Workspace, mode: Mode, judge: _Judge, on_progress: Progress)
         excluded = half_keep_reasons(ws, mode, frozenset(excluded)) | excluded
     return _Built(
         mode, result.path, result.score.fidelity, result.score.channel_error, excluded, met, notes,
-        frozenset(per_token),
+        frozenset(per_token), result.score.verdict,
     )  # fmt: skip
 
 
@@ -449,6 +470,7 @@ def quantize_model(
     evaluation: Path | None = None,
     overwrite_input: bool = False,
     shapes: Mapping[str, list[int | str]] | None = None,
+    reference_model: Path | None = None,
     on_progress: Progress = None,
 ) -> QuantizeReport:
     """Quantize ``source`` into ``output`` (see the module docstring); raises GateFailed on a missed gate."""
@@ -456,17 +478,11 @@ def quantize_model(
     if options.require_faster and not options.bench:
         raise ModelcrunchError("--require-faster needs the benchmark (drop --no-bench)")
     model = load_model(source)
+    # quantization reads every weight, and its working copies live in a temporary folder: in memory
+    ir.external_data.load_to_model(model)
     name_nodes(model)
     annotated = annotated_names(model)  # the source's own value_info survives; ours is dropped
-    gates = (
-        options.min_cosine,
-        options.max_drop,
-        options.min_top1_agreement or None,
-        options.min_mask_iou or None,
-        options.max_channel_error,
-    )
-    gated = any(g is not None for g in gates)  # a target the user gave fails the run when missed
-    options = with_default_targets(options, model)
+    check_targets(options)
     warnings: list[str] = []
     with tempfile.TemporaryDirectory(prefix="modelcrunch-quantize-") as tmp:
         work = Path(tmp)
@@ -475,17 +491,21 @@ def quantize_model(
         session = make_session(
             reference, provider=options.provider, threads=options.threads, config=ALTERNATING
         )
-        if options.min_top1_agreement is not None and not has_classifier_output(session):
-            raise ModelcrunchError(
-                "--min-top1-agreement: no output of this model has classes on its last axis "
-                "(float, rank >= 2); use --min-cosine"
-            )
         calib = load_feeds(calibration, session, limit=options.max_calibration_samples, shapes=shapes)
-        evals = (
-            load_feeds(evaluation, session, limit=options.max_eval_samples, shapes=shapes)
-            if evaluation is not None
-            else calib.head(options.max_eval_samples)
-        )
+        held_out = evaluation is None and not calib.synthetic and options.holdout > 0 and len(calib) >= 2
+        if evaluation is not None:
+            evals = load_feeds(evaluation, session, limit=options.max_eval_samples, shapes=shapes)
+            judged_on = f"{len(evals)} samples of --eval {evaluation}"
+        elif held_out:
+            calib, evals = calib.split(options.holdout)
+            evals = evals.head(options.max_eval_samples)
+            judged_on = (
+                f"{len(evals)} held-out samples ({options.holdout:.0%} of --calibration, seed 0; "
+                f"calibrated on the other {len(calib)})"
+            )
+        else:
+            evals = calib.head(options.max_eval_samples)
+            judged_on = f"{len(evals)} {'synthesized' if calib.synthetic else 'calibration'} samples"
         if calib.synthetic:
             warnings.append(
                 "no --calibration data: ranges come from SYNTHESIZED random inputs and fidelity is "
@@ -493,17 +513,17 @@ def quantize_model(
             )
         # without --eval the evaluation samples are calibration samples: their reference outputs
         # come from the calibration run, where a mode calibrates first (``_Recorded``)
-        record = (
-            OutputRecord([o.name for o in session.get_outputs()], MEMO_BYTES) if evaluation is None else None
-        )
-        judge = _Judge.create(session, evals, options, record)
-        if options.min_mask_iou is not None and options.mask_outputs is None and not judge.probabilities():
-            raise ModelcrunchError(
-                "--min-mask-iou: no output of this model holds probabilities (every value in [0, 1]) "
-                "on the evaluation data; use --min-cosine"
-            )
+        same_samples = evaluation is None and not held_out and reference_model is None
+        record = OutputRecord([o.name for o in session.get_outputs()], MEMO_BYTES) if same_samples else None
+        original, judge_session = model, session
+        if reference_model is not None:  # judged against the true original, not this step's input
+            original = load_model(reference_model)
+            judge_session = make_session(original, provider=options.provider, threads=options.threads)
+            judged_on += f", against --reference {reference_model}"
+        judge = _Judge.create(judge_session, evals, options, record, model=original, describe=judged_on)
+        check_kinds(options, judge.task.specs)
         # calibration may stack what the evaluation may (``static.calibrate`` times whether it pays)
-        stack_size = judge.size if evaluation is None else batched(session, calib.samples)
+        stack_size = judge.size if same_samples else batched(session, calib.samples)
         ws = Workspace(work, options, model, calib, record, stack_size)
         before = ir.to_proto(model)
         modes = auto.candidate_modes(before) if options.mode is Mode.AUTO else [options.mode]
@@ -521,14 +541,14 @@ def quantize_model(
                     raise VerificationError(
                         f"{mode.value} quantization failed: {type(exc).__name__}: {exc}"
                     ) from exc
-                logger.warning("candidate %s failed: %s", mode.value, exc)
+                logger.info("candidate %s failed: %s", mode.value, exc)  # reported in the warnings
                 warnings.append(f"candidate {mode.value} failed ({type(exc).__name__}: {str(exc)[:120]})")
             finally:
                 if record is not None:  # only the first mode's reference run can use it
                     record.clear()
                     ws.record = None
         if not built:
-            raise VerificationError("every candidate mode failed; see the warnings above")
+            raise VerificationError("every candidate mode failed: " + "; ".join(warnings[-len(modes) :]))
 
         ratios: list[float | None] = [None] * len(built)
         bench_ms: tuple[float, list[float]] | None = None
@@ -551,6 +571,8 @@ def quantize_model(
                     len(quantized),
                     len(excluded),
                     "; ".join(b.notes),
+                    None if b.verdict is None else b.verdict.loss,
+                    "" if b.verdict is None else b.verdict.summary(),
                 )
             )
         if options.mode is Mode.AUTO:
@@ -572,7 +594,7 @@ def quantize_model(
             }
             if ratio >= 1.0:
                 warnings.append(f"the quantized model is SLOWER than the original ({ratio:.2f}x latency)")
-        measured = measured_text(chosen.fidelity, chosen.channel_error, options)
+        measured = measured_text(chosen.fidelity, chosen.channel_error, options, chosen.verdict)
         if not chosen.met:
             warnings.append(f"fidelity target NOT met ({target_text(options)}; {measured})")
         if options.require_faster and (ratio is None or ratio >= auto.FASTER_BELOW):
@@ -581,27 +603,33 @@ def quantize_model(
                 f"{1 - auto.FASTER_BELOW:.0%} "
                 f"({'unmeasured' if ratio is None else f'{ratio:.2f}x'} latency); nothing written"
             )
-        if not chosen.met and gated:
-            raise GateFailed(
-                f"fidelity target not met by the {chosen.mode.value} model ({target_text(options)}; "
-                f"{measured}); nothing written"
+        slow = options.mode is Mode.AUTO and not options.allow_slower and auto.too_slow(candidates[index])
+        if slow:
+            warnings.append(
+                f"the chosen model is {ratio:.2f}x the original's latency: SLOWER (--allow-slower keeps it)"
             )
-        final = ir.serde.deserialize_model(chosen_proto)  # loaded above, external data included
-        drop_shape_annotations(final, keep=annotated)
-        saved = save_model(
-            final, output, source=source, overwrite_input=overwrite_input, run_feed=evals.samples[0]
-        )
+        passed = chosen.met and not slow
+        if passed or options.keep_best:
+            final = ir.serde.deserialize_model(chosen_proto)  # loaded above, external data included
+            drop_shape_annotations(final, keep=annotated)
+            saved = save_model(
+                final, output, source=source, overwrite_input=overwrite_input, run_feed=evals.samples[0]
+            )
+            output_path, output_size = str(saved.path), saved.size_bytes
+        else:
+            output_path, output_size = None, chosen.path.stat().st_size
+            warnings.append(f"nothing written to {output} (the target was missed; --keep-best writes it)")
         others = [
             f"{b.mode.value}: {n}" for b in built if b is not chosen for n in b.notes if n not in chosen.notes
         ]
         prep_notes = sorted(chosen.notes) + sorted(set(others))  # the chosen model's first, unprefixed
     return QuantizeReport(
         model=str(source),
-        output=str(saved.path),
+        output=output_path,
         mode=chosen.mode.value,
         mode_reason=reason,
         size_before=model_size_bytes(source),
-        size_after=saved.size_bytes,
+        size_after=output_size,
         fidelity={**chosen.fidelity.to_dict(), "worst_channel_error": finite_or_none(chosen.channel_error)},
         latency=latency,
         nodes_quantized=quantized,
@@ -614,7 +642,14 @@ def quantize_model(
             "synthetic": calib.synthetic,
             "method": options.calibration_method.value,
         },
-        evaluation={"source": evals.source, "samples": len(evals), "labels": evals.labels is not None},
+        evaluation={
+            "source": evals.source,
+            "samples": len(evals),
+            "labels": evals.labels is not None,
+            "held_out": held_out,
+            "judged_on": judged_on,
+        },
+        verdict=None if chosen.verdict is None else chosen.verdict.to_dict(),
         target={
             "min_cosine": options.effective_min_cosine,
             "max_drop": options.max_drop,
@@ -624,6 +659,9 @@ def quantize_model(
             "min_mask_iou": options.min_mask_iou,
             "mask_outputs": list(options.mask_outputs) if options.mask_outputs is not None else None,
             "met": chosen.met,
+            "slower": slow,
+            "passed": passed,
+            "task": chosen.verdict.summary() if chosen.verdict is not None else None,
         },
         preprocessing=prep_notes,
         warnings=warnings,

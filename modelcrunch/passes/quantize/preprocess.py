@@ -41,7 +41,7 @@ import onnx_ir as ir
 from onnx import version_converter
 
 from modelcrunch.errors import ModelcrunchError
-from modelcrunch.io import node_subgraphs
+from modelcrunch.io import node_subgraphs, scratch_cwd
 from modelcrunch.passes._ir import FreshNames, register_array, share_subgraph_copies
 from modelcrunch.passes.fuse import fuse_for_int8
 from modelcrunch.passes.quantize.config import WEIGHTED_OP_TYPES
@@ -106,14 +106,15 @@ def _pre_process(src: Path, dst: Path, *, optimize: bool) -> tuple[str, bool]:
     for optimized in [True, False] if optimize else [False]:
         for label, skip_symbolic, skip_onnx in attempts:
             try:
-                quant_pre_process(
-                    str(src),
-                    str(dst),
-                    skip_optimization=not optimized,
-                    skip_symbolic_shape=skip_symbolic,
-                    skip_onnx_shape=skip_onnx,
-                    auto_merge=True,
-                )
+                with scratch_cwd():  # ORT's symbolic shape inference writes into the working directory
+                    quant_pre_process(
+                        str(src),
+                        str(dst),
+                        skip_optimization=not optimized,
+                        skip_symbolic_shape=skip_symbolic,
+                        skip_onnx_shape=skip_onnx,
+                        auto_merge=True,
+                    )
                 onnx.checker.check_model(str(dst))
                 if label == "onnx" and (
                     untyped := _untyped_tensors(onnx.load(str(dst), load_external_data=False))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -36,13 +37,16 @@ class Candidate:
     nodes_quantized: int
     nodes_excluded: int
     note: str = ""
+    task_loss: float | None = None  # the judge's loss: share of the worst figure's allowance used
+    task: str = ""  # the judge's summary
 
     @property
     def faster(self) -> bool:
         return self.latency_ratio is not None and self.latency_ratio < 1.0
 
     def to_dict(self) -> dict:
-        return {**self.__dict__, "faster": self.faster}
+        loss = self.task_loss if self.task_loss is not None and math.isfinite(self.task_loss) else None
+        return {**self.__dict__, "task_loss": loss, "faster": self.faster}
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,12 @@ class QuantizeReport:
     preprocessing: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    verdict: dict | None = None  # modelcrunch.runtime.judge.Verdict.to_dict() of the chosen model
+
+    @property
+    def passed(self) -> bool:
+        """Whether the chosen model met its quality target (the CLI exits 3 when not)."""
+        return bool(self.target.get("passed", self.target.get("met", True)))
 
     @property
     def size_ratio(self) -> float:
@@ -95,6 +105,8 @@ class QuantizeReport:
             "calibration": self.calibration,
             "evaluation": self.evaluation,
             "target": self.target,
+            "verdict": self.verdict,
+            "passed": self.passed,
             "preprocessing": self.preprocessing,
             "warnings": self.warnings,
             "seconds": self.seconds,

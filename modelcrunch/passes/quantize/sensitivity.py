@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modelcrunch.runtime.fidelity import Fidelity
+from modelcrunch.runtime.judge import Verdict
 
 logger = logging.getLogger(__name__)
 
@@ -48,11 +49,16 @@ class Score:
     top1_outputs: tuple[str, ...] | None = None  # the outputs it reads (None: all)
     mask_weight: float = 0.0  # 1 when the mask-IoU gate is on
     mask_outputs: tuple[str, ...] | None = None  # the outputs it reads (None: all probability ones)
+    verdict: Verdict | None = None  # the task judge's verdict (``runtime/judge.py``)
 
     @property
     def loss(self) -> float:
-        """One number to rank by: cosine loss, or the (weighted) channel error, top-1 disagreement
-        or mask-IoU loss."""
+        """One number to rank by. With the judge's verdict: the share of the worst figure's allowance
+        used (1 = at its target), or the weighted channel error. Else: cosine loss, or the (weighted)
+        channel error, top-1 disagreement or mask-IoU loss."""
+        if self.verdict is not None:
+            channel = self.channel_weight * self.channel_error
+            return max(self.verdict.rank_loss, channel if math.isfinite(channel) else math.inf)
         cosine = self.fidelity.worst_cosine
         if not math.isfinite(cosine) or not math.isfinite(self.channel_error):
             return math.inf
@@ -63,6 +69,10 @@ class Score:
         return max(1.0 - cosine, self.channel_weight * self.channel_error, disagreement, mask_loss)
 
     def describe(self) -> str:
+        if self.verdict is not None:
+            worst = self.verdict.worst
+            text = worst.text() if worst is not None else f"output cosine {self.fidelity.worst_cosine:.4f}"
+            return text + (f", worst channel error {self.channel_error:.2f}" if self.channel_weight else "")
         text = f"output cosine {self.fidelity.worst_cosine:.4f}, worst channel error {self.channel_error:.2f}"
         top1 = self.fidelity.worst_top1_agreement_of(self.top1_outputs)
         text += f", top-1 agreement {top1:.2%}" if self.top1_weight and top1 is not None else ""

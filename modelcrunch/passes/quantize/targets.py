@@ -31,11 +31,13 @@ pass-through ops) of rank >= 3. The default, 0.985, is set from measurement on P
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import onnx_ir as ir
 
+from modelcrunch.errors import ModelcrunchError
 from modelcrunch.passes.quantize.config import QuantizeOptions
 from modelcrunch.passes.quantize.sensitivity import Score
 
@@ -43,6 +45,8 @@ if TYPE_CHECKING:
     import onnxruntime as ort
 
     from modelcrunch.runtime.fidelity import Fidelity
+    from modelcrunch.runtime.judge import Verdict
+    from modelcrunch.runtime.semantics import OutputSpec
 
 #: Default top-1 agreement for a class output of rank 2, and for a sequence of them (rank >= 3).
 DEFAULT_TOP1 = 0.99
@@ -114,6 +118,33 @@ def with_default_targets(options: QuantizeOptions, model: ir.Model) -> QuantizeO
     return options
 
 
+def check_targets(options: QuantizeOptions) -> None:
+    """Nothing to check before the kinds are known (kept for the option checks to come)."""
+
+
+def check_kinds(options: QuantizeOptions, specs: Mapping[str, OutputSpec]) -> None:
+    """An explicit target for a figure no output has is a usage error (one line, exit 2)."""
+    kinds = {spec.kind for spec in specs.values()}
+    if options.min_top1_agreement and not kinds & {"classes", "sequence"}:
+        raise ModelcrunchError(
+            "--min-top1-agreement: no output of this model has classes (no Softmax or logits output; "
+            "see --output-kind); use --min-cosine"
+        )
+    if options.min_mask_iou and "map" not in kinds:
+        raise ModelcrunchError(
+            "--min-mask-iou: no output of this model is a probability map (see --output-kind); "
+            "use --min-cosine"
+        )
+    if options.min_f1 and "detection" not in kinds:
+        raise ModelcrunchError("--min-f1: no output of this model is a detection output (see --output-kind)")
+    if options.min_string_agreement and "sequence" not in kinds:
+        raise ModelcrunchError(
+            "--min-string-agreement: no output of this model is a CTC sequence (see --output-kind)"
+        )
+    if options.min_decision_agreement and "scalar" not in kinds:
+        raise ModelcrunchError("--min-decision-agreement: no output of this model is a scalar score")
+
+
 def has_classifier_output(session: ort.InferenceSession) -> bool:
     """Whether some output can have a top-1 (float, rank >= 2, last axis not 1)."""
     return any(
@@ -135,6 +166,8 @@ def meets(options: QuantizeOptions, score: Score) -> bool:
     fidelity = score.fidelity
     if options.max_channel_error is not None and not score.channel_error <= options.max_channel_error:
         return False
+    if score.verdict is not None:
+        return score.verdict.passed
     cosine = fidelity.worst_cosine
     if not math.isfinite(cosine) or cosine < options.effective_min_cosine:
         return False
@@ -149,6 +182,9 @@ def meets(options: QuantizeOptions, score: Score) -> bool:
 
 
 def target_text(options: QuantizeOptions) -> str:
+    given = {k: v for k, v in options.targets.given().items() if v}
+    if not given and options.max_channel_error is None:
+        return "the default task targets of each output's kind"
     text = f"--min-cosine {options.effective_min_cosine}"
     if options.max_channel_error is not None:
         text += f", --max-channel-error {options.max_channel_error}"
@@ -163,7 +199,13 @@ def target_text(options: QuantizeOptions) -> str:
     return text + (f" and --max-drop {options.max_drop}" if options.max_drop is not None else "")
 
 
-def measured_text(fidelity: Fidelity, channel_error: float, options: QuantizeOptions) -> str:
+def measured_text(
+    fidelity: Fidelity, channel_error: float, options: QuantizeOptions, verdict: Verdict | None = None
+) -> str:
+    if verdict is not None:
+        worst = verdict.worst
+        text = "; ".join(f.text() for f in verdict.missed()) or (worst.text() if worst else "no gated figure")
+        return text + (f", worst channel error {channel_error:.2f}" if options.max_channel_error else "")
     text = f"worst cosine {fidelity.worst_cosine:.4f}, worst channel error {channel_error:.2f}"
     top1 = top1_of(fidelity, options)
     if top1 is not None:

@@ -1,0 +1,160 @@
+"""The quality guard that prune and factorize share with quantize: which samples judge, against
+which original, to which targets; and the search for the strongest setting that meets them.
+
+* **Held out by default.** With only calibration data, :data:`modelcrunch.data.HOLDOUT` (20 %) of
+  its samples, chosen with a fixed seed, are kept out of calibration and repair and judge the
+  result; ``--eval`` data judges instead when given; without data, seeded random inputs do (and
+  the report says the task figures are then meaningless).
+* **Against the true original.** ``--reference ORIGINAL.onnx`` judges a chained step (prune, then
+  quantize) against the model the user started from.
+* **Strongest setting that meets the target.** :func:`strongest` searches an ordered list of
+  strengths (weakest first) by bisection, taking the verdict as monotone in the strength: about
+  ``log2(n) + 1`` attempts, each one compressed, repaired and judged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Generic, TypeVar
+
+import numpy as np
+
+from modelcrunch.data import HOLDOUT, Dataset
+from modelcrunch.runtime.judge import Judge, Targets, Verdict, load_metric
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+#: A pruned/factorized model slower than the original beyond this latency ratio is not a success.
+SLOWER_ABOVE = 1.05
+
+
+@dataclass(frozen=True)
+class Quality:
+    """What the guard judges by (the options every compressing command shares)."""
+
+    targets: Targets = field(default_factory=Targets)
+    kinds: Mapping[str, str] = field(default_factory=dict)
+    metric: str | None = None
+    holdout: float = HOLDOUT
+    reference: Path | None = None  # the true original (a chained step); default: the input model
+    keep_best: bool = False  # write the result even when it misses the target (exit 3 all the same)
+    require_faster: bool = False  # exit 3 unless the result is faster than the original
+    allow_slower: bool = False  # a result slower than the original is not a failure
+
+
+@dataclass(frozen=True)
+class Split:
+    calibration: Dataset | None  # what calibration and repair may read
+    judged: Dataset | list | None  # what the verdict is computed on
+    describe: str
+
+
+def split_data(calibration: Dataset | None, evaluation: Dataset | None, quality: Quality) -> Split:
+    """Which samples calibrate and which judge (module docstring)."""
+    if evaluation is not None:
+        return Split(calibration, evaluation, f"{len(evaluation)} samples of --eval {evaluation.source}")
+    if calibration is None:
+        return Split(None, None, "synthesized random inputs (no data given: task figures mean little)")
+    if quality.holdout > 0 and len(calibration) >= 2:
+        kept, held = calibration.split(quality.holdout)
+        return Split(
+            kept,
+            held,
+            f"{len(held)} held-out samples ({quality.holdout:.0%} of --calibration, seed 0; "
+            f"calibrated and repaired on the other {len(kept)})",
+        )
+    return Split(calibration, calibration, f"{len(calibration)} calibration samples (nothing held out)")
+
+
+def make_judge(
+    source: Path,
+    split: Split,
+    quality: Quality,
+    *,
+    fallback: Sequence[Mapping[str, np.ndarray]],
+    threads: int | None = None,
+) -> Judge:
+    """The judge of a run: against ``--reference`` or ``source``, on the split's judged samples
+    (``fallback`` feeds without data)."""
+    reference = quality.reference or source
+    describe = split.describe + (f", against --reference {quality.reference}" if quality.reference else "")
+    return Judge(
+        reference,
+        split.judged if split.judged is not None else list(fallback),
+        targets=quality.targets,
+        kinds=dict(quality.kinds),
+        metric=load_metric(quality.metric) if quality.metric else None,
+        threads=threads,
+        describe=describe,
+    )
+
+
+@dataclass(frozen=True)
+class Attempt(Generic[T]):
+    strength: float
+    result: T
+    verdict: Verdict
+
+    def to_dict(self) -> dict:
+        worst = self.verdict.worst
+        return {
+            "strength": self.strength,
+            "passed": self.verdict.passed,
+            "loss": self.verdict.loss if self.verdict.loss != float("inf") else None,
+            "worst": None if worst is None else worst.text(),
+        }
+
+
+def strongest(
+    levels: Sequence[float],
+    attempt: Callable[[float], tuple[T, Verdict]],
+    *,
+    on_progress: Callable[[str, int, int], None] | None = None,
+) -> tuple[Attempt[T] | None, list[Attempt[T]]]:
+    """The strongest of ``levels`` (weakest first) whose verdict passes, by bisection; and every
+    attempt made. None when even the weakest misses (the attempts then hold the weakest's result)."""
+    tried: dict[int, Attempt[T]] = {}
+    low, high = -1, len(levels)  # levels[:low+1] pass, levels[high:] miss (as far as known)
+    budget = max(1, int(np.ceil(np.log2(len(levels) + 1))) + 1)
+
+    def run(index: int) -> Attempt[T]:
+        if index not in tried:
+            result, verdict = attempt(levels[index])
+            tried[index] = Attempt(levels[index], result, verdict)
+            logger.info("strength %s: %s", levels[index], verdict.summary())
+            if on_progress is not None:
+                on_progress("strength search", len(tried), budget)
+        return tried[index]
+
+    while high - low > 1:
+        middle = (low + high) // 2
+        if run(middle).verdict.passed:
+            low = middle
+        else:
+            high = middle
+    attempts = [tried[i] for i in sorted(tried)]
+    if low >= 0:
+        return tried[low], attempts
+    if 0 not in tried:
+        run(0)
+        attempts = [tried[i] for i in sorted(tried)]
+    return None, attempts
+
+
+def speed_verdict(ratio: float | None, quality: Quality) -> tuple[bool, str | None]:
+    """(passes, why not) for a measured latency ratio against the original."""
+    if ratio is None:
+        return (not quality.require_faster), ("--require-faster: latency was not measured"
+                                               if quality.require_faster else None)  # fmt: skip
+    if quality.require_faster and ratio >= 0.97:
+        return False, f"--require-faster: {ratio:.2f}x the original's latency is not faster"
+    if ratio > SLOWER_ABOVE and not quality.allow_slower:
+        return (
+            False,
+            f"{ratio:.2f}x the original's latency: SLOWER than the original (--allow-slower accepts it)",
+        )
+    return True, None

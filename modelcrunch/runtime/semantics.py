@@ -1,0 +1,325 @@
+"""What each model output means: its *kind*, inferred from the graph and the reference values.
+
+A kind decides how a candidate's output is judged against the original's (``task_metrics.py``):
+
+=========== ================================================================= ==================
+kind        inferred from                                                     headline figure
+=========== ================================================================= ==================
+detection   rank 3, a small "channel" axis whose first 4 channels are box      decode + NMS,
+            coordinates (values beyond [0, 1]) and the rest scores in [0, 1]   match at IoU 0.5:
+            (YOLO v8 ``[N, 4+C, A]``; channels last ``[N, A, 5+C]`` is read    F1
+            as YOLO v5 with objectness); or ``--output-kind NAME=detection``
+classes     a Softmax/LogSoftmax (or ``Exp``/``Div``) over axis ``k`` of a     top-1 agreement
+            rank-2 output; a rank-2 Gemm/MatMul output of <= 1001 columns      along that axis
+            (logits)
+sequence    a Softmax over the last axis of ``[N, T, C]``: CTC-style per-step  greedy-decoded
+            class scores                                                      string agreement
+embedding   token states ``[N, T, D]`` (D >= 64) of a model with an attention  per-sample cosine
+            mask input (judged mean-pooled over the mask and normalised, as a  (mean; worst
+            sentence vector), an L2-normalised or pooled vector, or an output   gated too)
+            named like an embedding
+map         a Sigmoid of rank >= 3 (text-detection/segmentation probability    per-sample mask
+            map), or a Softmax over axis 1 of a rank >= 3 output (label map)   IoU (mean, worst)
+scalar      one value per sample (``[N]``, ``[N, 1]``) or a Sigmoid of rank 2   decision agreement
+            (independent probabilities)                                       at 0.5
+generic     anything else                                                     cosine, worst
+                                                                              channel group
+=========== ================================================================= ==================
+
+Every spec carries the reason it was inferred, which ``inspect`` and every report print.
+``--output-kind NAME=KIND[:LAYOUT]`` (``KIND`` one of :data:`KINDS`) overrides the inference;
+``--task KIND`` sets the kind of every output whose kind is not given by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import onnx_ir as ir
+
+from modelcrunch.errors import ModelcrunchError
+
+KINDS = ("detection", "classes", "sequence", "embedding", "map", "scalar", "generic")
+DETECTION_LAYOUTS = ("yolov8", "yolov5", "nms")
+_PASS_THROUGH = frozenset({"Identity", "Cast", "Reshape", "Squeeze", "Unsqueeze", "Flatten"})
+_EMBEDDING_WORDS = ("embed", "pool", "sentence", "feature", "vector", "hidden_state", "last_hidden")
+_MASK_WORDS = ("attention_mask", "input_mask", "mask")
+#: Logit columns up to this count read as classes (ImageNet's 1000 and 1001 included).
+MAX_CLASSES = 1001
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """An output's kind and what is needed to judge it."""
+
+    name: str
+    kind: str
+    reason: str
+    axis: int | None = None  # class axis (classes/sequence/map) or channel axis (detection)
+    layout: str | None = None  # detection: yolov8 | yolov5 | nms; embedding: pooled | vector
+    mask_input: str | None = None  # embedding token states: the attention-mask input to pool over
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def parse_kind_overrides(values: list[str] | None, task: str | None = None) -> dict[str, str]:
+    """``NAME=KIND[:LAYOUT]`` strings (and ``--task KIND`` as the ``*`` entry) → {name: kind}."""
+    overrides: dict[str, str] = {}
+    for value in values or []:
+        name, sep, kind = value.partition("=")
+        if not sep or not name or not kind:
+            raise ModelcrunchError(f"--output-kind '{value}': expected NAME=KIND (kinds: {', '.join(KINDS)})")
+        _check_kind(kind, f"--output-kind '{value}'")
+        overrides[name] = kind
+    if task is not None:
+        _check_kind(task, f"--task '{task}'")
+        overrides["*"] = task
+    return overrides
+
+
+def _check_kind(kind: str, where: str) -> None:
+    base, _, layout = kind.partition(":")
+    if base not in KINDS:
+        raise ModelcrunchError(f"{where}: unknown kind '{base}' (kinds: {', '.join(KINDS)})")
+    if layout and base != "detection":
+        raise ModelcrunchError(
+            f"{where}: only detection takes a layout (detection:{'|'.join(DETECTION_LAYOUTS)})"
+        )
+    if layout and layout not in DETECTION_LAYOUTS:
+        raise ModelcrunchError(
+            f"{where}: unknown detection layout '{layout}' ({', '.join(DETECTION_LAYOUTS)})"
+        )
+
+
+def _source(value: ir.Value) -> tuple[ir.Value, ir.Node | None]:
+    """The value behind ``value``'s pass-through ops, and its producer."""
+    node = value.producer()
+    while node is not None and node.op_type in _PASS_THROUGH and node.inputs and node.inputs[0] is not None:
+        value = node.inputs[0]
+        node = value.producer()
+    return value, node
+
+
+def _softmax_axis(value: ir.Value, rank: int) -> int | None:
+    """The axis a Softmax (op, or ``Exp`` then ``Div``) behind ``value`` normalises, else None."""
+    source, node = _source(value)
+    if node is None:
+        return None
+    if node.op_type in ("Softmax", "LogSoftmax"):
+        attr = node.attributes.get("axis")
+        axis = -1 if attr is None else attr.as_int()
+        return axis % rank if rank else None
+    if node.op_type == "Div" and node.inputs[0] is not None:
+        numerator = node.inputs[0].producer()
+        if numerator is not None and numerator.op_type == "Exp":
+            return rank - 1
+    return None
+
+
+def _producer_op(value: ir.Value) -> str | None:
+    _, node = _source(value)
+    if node is None:
+        return None
+    if node.op_type == "Add" and node.inputs and node.inputs[0] is not None:
+        first = node.inputs[0].producer()  # MatMul + bias
+        if first is not None and first.op_type in ("MatMul", "Gemm"):
+            return first.op_type
+    return node.op_type
+
+
+def _l2_normalised(value: ir.Value) -> bool:
+    _, node = _source(value)
+    if node is None:
+        return False
+    if node.op_type == "LpNormalization":
+        return True
+    if node.op_type == "Div" and len(node.inputs) > 1 and node.inputs[1] is not None:
+        divisor = node.inputs[1]
+        for _ in range(4):  # Div(x, Clip/Max(Sqrt(ReduceSum(x*x))) or ReduceL2(x))
+            producer = divisor.producer()
+            if producer is None:
+                return False
+            if producer.op_type in ("ReduceL2", "Sqrt"):
+                return True
+            if not producer.inputs or producer.inputs[0] is None:
+                return False
+            divisor = producer.inputs[0]
+    return False
+
+
+def _has_sigmoid(value: ir.Value, depth: int = 4) -> bool:
+    node = value.producer()
+    for _ in range(depth):
+        if node is None:
+            return False
+        if node.op_type == "Sigmoid":
+            return True
+        if not node.inputs or node.inputs[0] is None:
+            return False
+        node = node.inputs[0].producer()
+    return False
+
+
+def _concat_detection(value: ir.Value) -> int | None:
+    """The concat axis when ``value`` is a Concat (seen through pass-through ops and a Transpose-free
+    Reshape) of a Sigmoid score branch and another branch: YOLO's head, without data to check."""
+    _, node = _source(value)
+    if node is None or node.op_type != "Concat" or len(node.inputs) < 2:
+        return None
+    branches = [v for v in node.inputs if v is not None]
+    sigmoid = [_has_sigmoid(v) for v in branches]
+    if not any(sigmoid) or all(sigmoid):
+        return None
+    attr = node.attributes.get("axis")
+    axis = attr.as_int() if attr is not None else 1
+    return axis if axis in (1, 2) else (1 if axis == -2 else 2 if axis == -1 else None)
+
+
+def _mask_input(model: ir.Model) -> str | None:
+    for value in model.graph.inputs:
+        lowered = value.name.lower()
+        if (
+            any(word in lowered for word in _MASK_WORDS)
+            and value.dtype is not None
+            and value.dtype.is_integer()
+        ):
+            return value.name
+    return None
+
+
+def _detection_layout(values: np.ndarray) -> tuple[str, int] | None:
+    """(layout, channel axis) when a rank-3 float output reads as YOLO boxes + scores, else None.
+
+    Channel axis: the small one of axes 1 and 2 (at least 6, and a quarter of the other at most).
+    Its first 4 channels must reach beyond [0, 1] (pixel coordinates) and the rest stay in [0, 1].
+    """
+    if values.ndim != 3 or values.dtype.kind != "f" or not values.size:
+        return None
+    for axis, layout in ((1, "yolov8"), (2, "yolov5")):
+        channels, anchors = values.shape[axis], values.shape[3 - axis]
+        if channels < 6 or channels * 4 > anchors:
+            continue
+        moved = np.moveaxis(values, axis, -1).reshape(-1, channels)
+        boxes, scores = moved[:, :4], moved[:, 4:]
+        if not np.isfinite(moved).all():
+            return None
+        if float(np.max(np.abs(boxes))) > 1.5 and float(scores.min()) >= 0.0 and float(scores.max()) <= 1.0:
+            return layout, axis
+    return None
+
+
+def infer_specs(
+    model: ir.Model,
+    sample: Mapping[str, np.ndarray] | None = None,
+    overrides: Mapping[str, str] | None = None,
+) -> dict[str, OutputSpec]:
+    """Every graph output's :class:`OutputSpec`.
+
+    ``sample``: the reference outputs on one feed (value ranges and concrete shapes);
+    ``overrides``: {output name or ``*``: ``KIND[:LAYOUT]``} (see :func:`parse_kind_overrides`).
+    """
+    overrides = dict(overrides or {})
+    unknown = [n for n in overrides if n != "*" and n not in {o.name for o in model.graph.outputs}]
+    if unknown:
+        names = ", ".join(o.name for o in model.graph.outputs)
+        raise ModelcrunchError(f"--output-kind: the model has no output '{unknown[0]}' (outputs: {names})")
+    specs = {}
+    for output in model.graph.outputs:
+        values = None if sample is None else sample.get(output.name)
+        forced = overrides.get(output.name, overrides.get("*"))
+        spec = _infer_one(model, output, values)
+        if forced is not None:
+            spec = _forced(spec, forced, values)
+        specs[output.name] = spec
+    return specs
+
+
+def _forced(inferred: OutputSpec, forced: str, values: np.ndarray | None) -> OutputSpec:
+    kind, _, layout = forced.partition(":")
+    reason = "given by --output-kind/--task"
+    if kind == "detection":
+        found = _detection_layout(values) if values is not None else None
+        axis = found[1] if found else (2 if layout in ("yolov5", "nms") else 1)
+        return OutputSpec(inferred.name, kind, reason, axis, layout or (found[0] if found else "yolov8"))
+    if kind in ("classes", "sequence", "map"):
+        axis = inferred.axis if inferred.kind in ("classes", "sequence", "map") else None
+        if axis is None and values is not None:
+            axis = 1 if kind == "map" and values.ndim >= 3 else values.ndim - 1
+        return OutputSpec(inferred.name, kind, reason, axis)
+    if kind == "embedding":
+        return OutputSpec(inferred.name, kind, reason, layout=inferred.layout or "vector",
+                          mask_input=inferred.mask_input)  # fmt: skip
+    return OutputSpec(inferred.name, kind, reason)
+
+
+def _infer_one(model: ir.Model, output: ir.Value, values: np.ndarray | None) -> OutputSpec:
+    name = output.name
+    shape = values.shape if values is not None else (output.shape.dims if output.shape is not None else None)
+    rank = len(shape) if shape is not None else None
+    is_float = (values.dtype.kind == "f") if values is not None else (
+        output.dtype is not None and output.dtype.is_floating_point()
+    )  # fmt: skip
+    if not is_float or rank is None:
+        return OutputSpec(name, "generic", "not a float output" if not is_float else "unknown rank")
+    per_sample = int(np.prod(shape[1:])) if rank >= 1 and all(isinstance(d, int) for d in shape[1:]) else None
+    softmax = _softmax_axis(output, rank)
+    op = _producer_op(output)
+    if rank == 3 and values is not None and (found := _detection_layout(values)) is not None:
+        layout, axis = found
+        return OutputSpec(
+            name, "detection",
+            f"rank 3 with {values.shape[axis]} channels on axis {axis}: 4 box coordinates beyond [0, 1] "
+            f"and {values.shape[axis] - 4} scores in [0, 1] over {values.shape[3 - axis]} anchors "
+            f"(read as {layout})",
+            axis, layout,
+        )  # fmt: skip
+    if rank == 3 and values is None and (axis := _concat_detection(output)) is not None:
+        layout = "yolov8" if axis == 1 else "yolov5"
+        reason = (
+            f"rank 3, a Concat on axis {axis} of a box branch and a Sigmoid score branch (read as "
+            f"{layout}; the data decides when given)"
+        )
+        return OutputSpec(name, "detection", reason, axis, layout)
+    if softmax is not None:
+        if rank == 2:
+            return OutputSpec(name, "classes", f"Softmax over axis {softmax} of a rank-2 output", softmax)
+        if rank == 3 and softmax == 2:
+            return OutputSpec(name, "sequence", "Softmax over the last axis of [N, T, C]: per-step class "
+                              "scores, read as a CTC sequence", 2)  # fmt: skip
+        if rank >= 3 and softmax == 1:
+            return OutputSpec(
+                name, "map", f"Softmax over the channel axis of a rank-{rank} output: a label map", 1
+            )
+        if rank >= 2:
+            return OutputSpec(name, "classes", f"Softmax over axis {softmax}", softmax)
+    if op == "Sigmoid":
+        if rank >= 3:
+            return OutputSpec(name, "map", f"Sigmoid of rank {rank}: a probability map")
+        return OutputSpec(name, "scalar", "Sigmoid of rank <= 2: independent probabilities")
+    lowered = name.lower()
+    mask = _mask_input(model)
+    if (
+        rank == 3
+        and mask is not None
+        and shape[2] is not None
+        and isinstance(shape[2], int)
+        and shape[2] >= 64
+    ):
+        reason = (
+            f"token states [N, T, {shape[2]}] of a model with the mask input '{mask}': judged as the "
+            "masked mean-pooled sentence vector"
+        )
+        return OutputSpec(name, "embedding", reason, layout="pooled", mask_input=mask)
+    if rank == 2 and (_l2_normalised(output) or op in ("ReduceMean", "GlobalAveragePool")):
+        return OutputSpec(name, "embedding", f"a {'normalised' if op != 'ReduceMean' else 'pooled'} vector",
+                          layout="vector")  # fmt: skip
+    if rank == 2 and any(word in lowered for word in _EMBEDDING_WORDS):
+        return OutputSpec(name, "embedding", f"a vector named '{name}'", layout="vector")
+    if per_sample == 1 or rank <= 1:
+        return OutputSpec(name, "scalar", "one value per sample")
+    if rank == 2 and op in ("Gemm", "MatMul") and isinstance(shape[1], int) and 2 <= shape[1] <= MAX_CLASSES:
+        return OutputSpec(name, "classes", f"rank-2 {op} output of {shape[1]} columns: class logits", 1)
+    return OutputSpec(name, "generic", "no task pattern recognised")

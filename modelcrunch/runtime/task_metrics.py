@@ -1,0 +1,448 @@
+"""Task figures of one output, streamed over batches: a candidate's outputs against the reference's.
+
+One accumulator per output kind (``semantics.py``); ``update(ref, cand, feed)`` per batch, then
+``figures()`` gives ``(figure name, value, details)`` rows, every value in [0, 1] with 1 meaning
+"the same as the reference":
+
+* **detection**: each sample is decoded (boxes ``cx, cy, w, h`` → corners; YOLO v8: class scores,
+  YOLO v5: objectness × class scores; NMS outputs ``[K, 6]`` read as x1, y1, x2, y2, score, class),
+  kept at score >= 0.25, class-wise NMS at IoU 0.45, at most 300. The candidate's detections are
+  matched greedily (best score first) to the reference's of the same class at IoU >= 0.5.
+  ``F1 = 2 TP / (n_ref + n_cand)`` over all samples (1 when neither finds anything); the mean IoU
+  of the matched pairs is a detail.
+* **classes**: top-1 agreement of the argmax along the class axis (top-5: the reference's top-1
+  among the candidate's five best, a detail).
+* **sequence**: greedy CTC decoding (argmax per step, repeats merged, blank 0 dropped); the share
+  of samples whose decoded strings are identical. Per-step top-1 agreement is a detail.
+* **embedding**: per-sample cosine of the vectors (token states: mean-pooled over the attention
+  mask first), mean and worst; nearest-neighbour agreement across samples (each sample's most
+  similar other sample is the same in both) is a detail.
+* **map**: per-sample IoU of the ``> 0.5`` masks (label maps: of the argmax labels, mean over the
+  labels present), mean and worst (samples whose masks cover under ``MIN_UNION`` pixels count in
+  the mean only).
+* **scalar**: agreement of the decisions at 0.5 (probabilities) or at 0 (logits), element-wise;
+  the largest absolute difference is a detail.
+* every float output: **cosine per channel group** (scale-aware). Along the channel axis, each
+  channel's reference RMS is taken; where they differ by more than 10×, channels are grouped by
+  decade of RMS and the cosine of each group is computed; the worst group counts (a box branch in
+  pixels cannot hide a collapsed score branch in [0, 1]). Groups whose RMS is under 1e-4 of the
+  largest are left out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+
+from modelcrunch.runtime.semantics import OutputSpec
+
+CONFIDENCE = 0.25
+NMS_IOU = 0.45
+MATCH_IOU = 0.5
+MAX_DETECTIONS = 300
+MIN_UNION = 64
+MAX_VECTORS = 4096  # embedding vectors kept for the nearest-neighbour figure
+GROUP_RATIO = 10.0
+NEGLIGIBLE_GROUP = 1e-4
+
+Figure = tuple[str, float, dict]
+
+
+def _channel_axis(spec: OutputSpec, ndim: int) -> int | None:
+    if ndim < 2:
+        return None
+    if spec.kind in ("detection", "classes", "sequence") and spec.axis is not None:
+        return spec.axis
+    return 1
+
+
+class ChannelGroups:
+    """Per-channel sums along one axis; the cosine of the worst channel group (see module docstring)."""
+
+    def __init__(self, spec: OutputSpec) -> None:
+        self.spec = spec
+        self.sums: np.ndarray | None = None  # [4, C]: ref², cand², ref·cand, count
+
+    def update(self, ref: np.ndarray, cand: np.ndarray) -> None:
+        r, c = ref.astype(np.float64, copy=False), cand.astype(np.float64, copy=False)
+        axis = _channel_axis(self.spec, r.ndim)
+        if axis is None:
+            r, c = r.reshape(1, -1), c.reshape(1, -1)
+            axis = 0
+        r, c = np.moveaxis(r, axis, 0), np.moveaxis(c, axis, 0)
+        r, c = r.reshape(r.shape[0], -1), c.reshape(c.shape[0], -1)
+        part = np.stack([(r * r).sum(1), (c * c).sum(1), (r * c).sum(1), np.full(r.shape[0], r.shape[1])])
+        if self.sums is None:
+            self.sums = part
+        elif self.sums.shape == part.shape:  # a changing channel count (folder data): the first counts
+            self.sums = self.sums + part
+
+    def figure(self) -> Figure:
+        if self.sums is None:
+            return ("cosine", 1.0, {})
+        ref_sq, cand_sq, dot, count = self.sums
+        rms = np.sqrt(ref_sq / np.maximum(count, 1))
+        live = rms > 0
+        if not live.any():
+            return ("cosine", 1.0 if cand_sq.sum() == 0 else 0.0, {"groups": 0})
+        top = float(rms[live].max())
+        keep = live & (rms >= top * NEGLIGIBLE_GROUP)
+        grouped = float(rms[keep].max() / rms[keep].min()) > GROUP_RATIO
+        decades = np.floor(np.log10(np.where(keep, rms, 1.0))) if grouped else np.zeros_like(rms)
+        worst, worst_group, groups = 1.0, None, 0
+        for decade in np.unique(decades[keep]):
+            members = keep & (decades == decade)
+            groups += 1
+            denominator = math.sqrt(float(ref_sq[members].sum()) * float(cand_sq[members].sum()))
+            cosine = float(dot[members].sum()) / denominator if denominator > 0 else 0.0
+            if cosine < worst or worst_group is None:
+                worst, worst_group = min(worst, cosine), members
+        rel = np.sqrt(np.maximum(ref_sq + cand_sq - 2 * dot, 0.0)) / np.maximum(np.sqrt(ref_sq), 1e-30)
+        rel = np.where(keep, rel, 0.0)
+        details = {
+            "groups": groups,
+            "grouped_by_scale": grouped,
+            "worst_channel": int(np.argmax(rel)),
+            "worst_channel_rel_error": float(rel.max()),
+        }
+        if grouped and worst_group is not None:
+            channels = np.flatnonzero(worst_group)
+            details["worst_group_channels"] = [int(channels[0]), int(channels[-1])]
+        return ("cosine", max(min(worst, 1.0), -1.0), details)
+
+
+# ---- detection ------------------------------------------------------------------------------
+
+
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    x1 = np.maximum(box[0], boxes[:, 0])
+    y1 = np.maximum(box[1], boxes[:, 1])
+    x2 = np.minimum(box[2], boxes[:, 2])
+    y2 = np.minimum(box[3], boxes[:, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return inter / np.maximum(area + areas - inter, 1e-12)
+
+
+def _nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    order = np.argsort(-scores, kind="stable")
+    keep: list[int] = []
+    while order.size and len(keep) < MAX_DETECTIONS:
+        i = order[0]
+        keep.append(int(i))
+        rest = order[1:]
+        same = classes[rest] == classes[i]
+        overlap = _iou(boxes[i], boxes[rest]) > NMS_IOU
+        order = rest[~(same & overlap)]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def decode_detections(
+    values: np.ndarray, spec: OutputSpec
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per sample: (boxes ``[k, 4]`` as corners, scores ``[k]``, classes ``[k]``) after NMS."""
+    out = []
+    axis = spec.axis if spec.axis is not None else 1
+    for sample in values.astype(np.float64, copy=False):
+        rows = np.moveaxis(sample, axis - 1, -1).reshape(-1, sample.shape[axis - 1])
+        if spec.layout == "nms":
+            boxes, scores, classes = rows[:, :4], rows[:, 4], rows[:, 5].astype(np.int64)
+            keep = scores >= CONFIDENCE
+            out.append((boxes[keep], scores[keep], classes[keep]))
+            continue
+        if spec.layout == "yolov5":
+            class_scores = rows[:, 5:] * rows[:, 4:5] if rows.shape[1] > 5 else rows[:, 4:5]
+        else:
+            class_scores = rows[:, 4:]
+        classes = np.argmax(class_scores, axis=1)
+        scores = class_scores[np.arange(rows.shape[0]), classes]
+        keep = scores >= CONFIDENCE
+        cx, cy, w, h = rows[keep, 0], rows[keep, 1], rows[keep, 2], rows[keep, 3]
+        boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+        scores, classes = scores[keep], classes[keep]
+        kept = _nms(boxes, scores, classes)
+        out.append((boxes[kept], scores[kept], classes[kept]))
+    return out
+
+
+def match_detections(reference, candidate) -> tuple[int, list[float]]:  # noqa: ANN001
+    """(true positives, IoUs of the matched pairs): greedy, best candidate score first."""
+    ref_boxes, _, ref_classes = reference
+    boxes, scores, classes = candidate
+    used = np.zeros(len(ref_boxes), dtype=bool)
+    ious: list[float] = []
+    for i in np.argsort(-scores, kind="stable"):
+        if not len(ref_boxes):
+            break
+        overlap = _iou(boxes[i], ref_boxes)
+        overlap[(ref_classes != classes[i]) | used] = -1.0
+        j = int(np.argmax(overlap))
+        if overlap[j] >= MATCH_IOU:
+            used[j] = True
+            ious.append(float(overlap[j]))
+    return len(ious), ious
+
+
+class Detection:
+    def __init__(self, spec: OutputSpec) -> None:
+        self.spec = spec
+        self.tp = self.n_ref = self.n_cand = 0
+        self.ious: list[float] = []
+
+    def update(self, ref: np.ndarray, cand: np.ndarray, feed: Mapping) -> None:
+        for r, c in zip(decode_detections(ref, self.spec), decode_detections(cand, self.spec), strict=True):
+            tp, ious = match_detections(r, c)
+            self.tp += tp
+            self.n_ref += len(r[0])
+            self.n_cand += len(c[0])
+            self.ious += ious
+
+    def figures(self) -> list[Figure]:
+        total = self.n_ref + self.n_cand
+        f1 = 2 * self.tp / total if total else 1.0
+        details = {
+            "reference_detections": self.n_ref,
+            "candidate_detections": self.n_cand,
+            "matched": self.tp,
+            "matched_iou": float(np.mean(self.ious)) if self.ious else None,
+            "layout": self.spec.layout,
+        }
+        return [("detection F1", f1, details)]
+
+
+# ---- classes, sequences ---------------------------------------------------------------------
+
+
+class Classes:
+    def __init__(self, spec: OutputSpec) -> None:
+        self.spec = spec
+        self.agree = self.top5 = self.rows = 0
+
+    def update(self, ref: np.ndarray, cand: np.ndarray, feed: Mapping) -> None:
+        axis = self.spec.axis if self.spec.axis is not None else ref.ndim - 1
+        r = np.moveaxis(ref, axis, -1).reshape(-1, ref.shape[axis])
+        c = np.moveaxis(cand, axis, -1).reshape(-1, ref.shape[axis])
+        best = np.argmax(r, axis=1)
+        self.agree += int(np.sum(best == np.argmax(c, axis=1)))
+        if r.shape[1] > 5:
+            top = np.argpartition(-c, 5, axis=1)[:, :5]
+            self.top5 += int(np.sum(np.any(top == best[:, None], axis=1)))
+        self.rows += r.shape[0]
+
+    def figures(self) -> list[Figure]:
+        top1 = self.agree / self.rows if self.rows else 1.0
+        details = {
+            "rows": self.rows,
+            "top5_agreement": self.top5 / self.rows if self.rows and self.top5 else None,
+        }
+        return [("top-1 agreement", top1, details)]
+
+
+def ctc_greedy(steps: np.ndarray) -> tuple[int, ...]:
+    """Argmax per step, repeats merged, blank (0) dropped."""
+    best = np.argmax(steps, axis=-1)
+    merged = best[np.concatenate([[True], best[1:] != best[:-1]])] if best.size else best
+    return tuple(int(x) for x in merged if x != 0)
+
+
+class Sequence:
+    def __init__(self, spec: OutputSpec) -> None:
+        self.spec = spec
+        self.same = self.samples = self.step_agree = self.steps = 0
+
+    def update(self, ref: np.ndarray, cand: np.ndarray, feed: Mapping) -> None:
+        for r, c in zip(ref, cand, strict=True):
+            self.same += ctc_greedy(r) == ctc_greedy(c)
+            self.samples += 1
+            self.step_agree += int(np.sum(np.argmax(r, -1) == np.argmax(c, -1)))
+            self.steps += int(np.prod(r.shape[:-1]))
+
+    def figures(self) -> list[Figure]:
+        strings = self.same / self.samples if self.samples else 1.0
+        steps = self.step_agree / self.steps if self.steps else 1.0
+        return [
+            ("string agreement", strings, {"samples": self.samples}),
+            ("top-1 agreement (per step)", steps, {}),
+        ]
+
+
+# ---- embeddings -----------------------------------------------------------------------------
+
+
+def _vectors(values: np.ndarray, spec: OutputSpec, feed: Mapping) -> np.ndarray:
+    x = values.astype(np.float64, copy=False)
+    if spec.layout == "pooled" and x.ndim == 3:
+        mask = feed.get(spec.mask_input) if spec.mask_input else None
+        if mask is not None and np.shape(mask)[:2] == x.shape[:2]:
+            weights = np.asarray(mask, dtype=np.float64)[..., None]
+            x = (x * weights).sum(1) / np.maximum(weights.sum(1), 1e-9)
+        else:
+            x = x.mean(1)
+    x = x.reshape(x.shape[0], -1)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+class Embedding:
+    def __init__(self, spec: OutputSpec) -> None:
+        self.spec = spec
+        self.cosines: list[float] = []
+        self.refs: list[np.ndarray] = []
+        self.cands: list[np.ndarray] = []
+
+    def update(self, ref: np.ndarray, cand: np.ndarray, feed: Mapping) -> None:
+        r, c = _vectors(ref, self.spec, feed), _vectors(cand, self.spec, feed)
+        self.cosines += [float(v) for v in np.sum(r * c, axis=1)]
+        if sum(len(x) for x in self.refs) < MAX_VECTORS:
+            self.refs.append(r.astype(np.float32))
+            self.cands.append(c.astype(np.float32))
+
+    def _neighbours(self) -> float | None:
+        if sum(len(x) for x in self.refs) < 3:
+            return None
+        r, c = np.concatenate(self.refs), np.concatenate(self.cands)
+        sr, sc = r @ r.T, c @ c.T
+        np.fill_diagonal(sr, -np.inf)
+        np.fill_diagonal(sc, -np.inf)
+        return float(np.mean(np.argmax(sr, 1) == np.argmax(sc, 1)))
+
+    def figures(self) -> list[Figure]:
+        cos = np.asarray(self.cosines) if self.cosines else np.ones(1)
+        details = {
+            "samples": len(self.cosines),
+            "worst_sample": int(np.argmin(cos)),
+            "neighbour_agreement": self._neighbours(),
+            "pooled": self.spec.layout == "pooled",
+        }
+        return [("cosine (mean per sample)", float(cos.mean()), details),
+                ("cosine (worst sample)", float(cos.min()), {"sample": int(np.argmin(cos))})]  # fmt: skip
+
+
+# ---- maps, scalars --------------------------------------------------------------------------
+
+
+class Map:
+    def __init__(self, spec: OutputSpec) -> None:
+        self.spec = spec
+        self.ious: list[float] = []
+        self.counted: list[bool] = []
+
+    def _sample_iou(self, r: np.ndarray, c: np.ndarray) -> tuple[float, int]:
+        if self.spec.axis is not None:  # label map: mean IoU over the labels present
+            lr, lc = np.argmax(r, axis=self.spec.axis - 1), np.argmax(c, axis=self.spec.axis - 1)
+            ious, union_total = [], 0
+            for label in np.union1d(np.unique(lr), np.unique(lc)):
+                a, b = lr == label, lc == label
+                union = int(np.count_nonzero(a | b))
+                union_total += union
+                ious.append(np.count_nonzero(a & b) / union if union else 1.0)
+            return float(np.mean(ious)) if ious else 1.0, union_total
+        a, b = r > 0.5, c > 0.5
+        union = int(np.count_nonzero(a | b))
+        return (np.count_nonzero(a & b) / union if union else 1.0), union
+
+    def update(self, ref: np.ndarray, cand: np.ndarray, feed: Mapping) -> None:
+        for r, c in zip(ref, cand, strict=True):
+            iou, union = self._sample_iou(r, c)
+            self.ious.append(float(iou))
+            self.counted.append(union >= MIN_UNION)
+
+    def figures(self) -> list[Figure]:
+        ious = np.asarray(self.ious) if self.ious else np.ones(1)
+        counted = np.asarray(self.counted) if self.counted else np.ones(1, dtype=bool)
+        worst_pool = ious[counted] if counted.any() else ious
+        worst = int(np.flatnonzero(counted)[np.argmin(worst_pool)]) if counted.any() else int(np.argmin(ious))
+        details = {"samples": len(self.ious), "worst_sample": worst}
+        return [("mask IoU (mean per sample)", float(ious.mean()), details),
+                ("mask IoU (worst sample)", float(worst_pool.min()), {"sample": worst})]  # fmt: skip
+
+
+class Scalar:
+    def __init__(self, spec: OutputSpec) -> None:
+        self.spec = spec
+        self.agree = self.count = 0
+        self.max_abs = 0.0
+
+    def update(self, ref: np.ndarray, cand: np.ndarray, feed: Mapping) -> None:
+        r, c = ref.astype(np.float64).reshape(-1), cand.astype(np.float64).reshape(-1)
+        threshold = 0.5 if r.size and r.min() >= 0.0 and r.max() <= 1.0 else 0.0
+        self.agree += int(np.sum((r > threshold) == (c > threshold)))
+        self.count += r.size
+        if r.size:
+            self.max_abs = max(self.max_abs, float(np.max(np.abs(r - c))))
+
+    def figures(self) -> list[Figure]:
+        agreement = self.agree / self.count if self.count else 1.0
+        return [("decision agreement", agreement, {"values": self.count, "max_abs_diff": self.max_abs})]
+
+
+class Generic:
+    def __init__(self, spec: OutputSpec) -> None:
+        self.spec = spec
+
+    def update(self, ref: np.ndarray, cand: np.ndarray, feed: Mapping) -> None:
+        pass
+
+    def figures(self) -> list[Figure]:
+        return []
+
+
+ACCUMULATORS = {
+    "detection": Detection,
+    "classes": Classes,
+    "sequence": Sequence,
+    "embedding": Embedding,
+    "map": Map,
+    "scalar": Scalar,
+    "generic": Generic,
+}
+
+
+class OutputMetrics:
+    """Every figure of one output: its kind's, and the channel-group cosine of a float output."""
+
+    def __init__(self, spec: OutputSpec) -> None:
+        self.spec = spec
+        self.task = ACCUMULATORS[spec.kind](spec)
+        self.channels = ChannelGroups(spec)
+        self.float = True
+
+    def update(self, ref: np.ndarray, cand: np.ndarray, feed: Mapping) -> None:
+        ref, cand = np.asarray(ref), np.asarray(cand)
+        if ref.shape != cand.shape:
+            from modelcrunch.errors import ModelcrunchError
+
+            raise ModelcrunchError(
+                f"output '{self.spec.name}': candidate shape {list(cand.shape)} differs from reference "
+                f"{list(ref.shape)}"
+            )
+        if ref.dtype.kind != "f":
+            self.float = False
+            same = bool(np.array_equal(ref, cand))
+            self.task = _Exact(self.spec, getattr(self.task, "same", True) and same)
+            return
+        if not (np.isfinite(cand).all() and np.isfinite(ref).all()):
+            self.task = _Exact(self.spec, False, "NaN/inf in the candidate's output")
+            self.float = False
+            return
+        self.task.update(ref, cand, feed)
+        self.channels.update(ref, cand)
+
+    def figures(self) -> list[Figure]:
+        rows = self.task.figures()
+        return rows + [self.channels.figure()] if self.float else rows
+
+
+class _Exact:
+    """Integer outputs must be equal; a NaN/inf anywhere fails the output."""
+
+    def __init__(self, spec: OutputSpec, same: bool, why: str = "integer output") -> None:
+        self.spec, self.same, self.why = spec, same, why
+
+    def update(self, ref: np.ndarray, cand: np.ndarray, feed: Mapping) -> None:
+        pass
+
+    def figures(self) -> list[Figure]:
+        return [("identical", 1.0 if self.same else 0.0, {"why": self.why})]

@@ -1,0 +1,263 @@
+"""The quality judge: output kinds (inference and overrides), each kind's figure, the scale-aware
+cosine, the held-out split, user metrics, and the YOLO trap (a global cosine that hides every
+detection gone)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from models import save_proto
+from models_judge import kinds_proto, yolo_images, yolo_proto
+from models_quantize import stacked_data
+from onnx import numpy_helper
+
+from modelcrunch.data import Dataset, load_dataset
+from modelcrunch.errors import ModelcrunchError
+from modelcrunch.io import load_model
+from modelcrunch.runtime.judge import Judge, Targets, load_metric
+from modelcrunch.runtime.semantics import OutputSpec, infer_specs, parse_kind_overrides
+from modelcrunch.runtime.task_metrics import Classes, Detection, Embedding, Map, Scalar, Sequence
+
+RNG = np.random.default_rng(0)
+
+
+def _kinds_data(n: int = 12) -> list[dict[str, np.ndarray]]:
+    x = RNG.standard_normal((n, 16)).astype(np.float32)
+    mask = np.ones((n, 4), np.int64)
+    mask[:, 3] = 0
+    return [{"x": x[i : i + 1], "attention_mask": mask[i : i + 1]} for i in range(n)]
+
+
+def test_every_kind_is_inferred_with_a_reason(tmp_path):
+    src = save_proto(kinds_proto(), tmp_path / "k.onnx")
+    judge = Judge(src, _kinds_data())
+    kinds = {name: spec.kind for name, spec in judge.specs.items()}
+    assert kinds == {
+        "probs": "classes",
+        "ctc": "sequence",
+        "token_states": "embedding",
+        "prob_map": "map",
+        "score": "scalar",
+        "activations": "generic",
+        "tokens": "scalar",
+    }
+    assert judge.specs["probs"].axis == 1 and judge.specs["ctc"].axis == 2
+    assert judge.specs["token_states"].layout == "pooled"
+    assert judge.specs["token_states"].mask_input == "attention_mask"
+    assert all(spec.reason for spec in judge.specs.values())
+    verdict = judge(src)  # the model against itself: every figure 1, every target met
+    assert verdict.passed and verdict.quality == pytest.approx(1.0) and verdict.loss < 1e-9
+    assert {f.figure for f in verdict.figures} >= {
+        "top-1 agreement",
+        "string agreement",
+        "cosine (mean per sample)",
+        "mask IoU (mean per sample)",
+        "decision agreement",
+        "cosine",
+    }
+
+
+def test_yolo_output_is_a_detection_and_overrides_win(tmp_path):
+    src = save_proto(yolo_proto(), tmp_path / "y.onnx")
+    data = [{"images": yolo_images(1, seed=i)} for i in range(4)]
+    judge = Judge(src, data)
+    spec = judge.specs["output0"]
+    assert (spec.kind, spec.layout, spec.axis) == ("detection", "yolov8", 1)
+    assert "box coordinates" in spec.reason
+    generic = Judge(src, data, kinds=parse_kind_overrides(["output0=generic"]))
+    assert generic.specs["output0"].kind == "generic"
+    assert Judge(src, data, kinds=parse_kind_overrides([], "map")).specs["output0"].kind == "map"
+    with pytest.raises(ModelcrunchError, match="unknown kind"):
+        parse_kind_overrides(["output0=boxes"])
+    with pytest.raises(ModelcrunchError, match="no output 'nope'"):
+        infer_specs(load_model(src), None, {"nope": "classes"})
+
+
+def _collapse_scores(src, dst) -> None:
+    """A candidate whose score branch lost most of its signal (as one shared int8 scale does to
+    scores in [0, 1] beside boxes in pixels): the boxes are untouched."""
+    model = onnx.load(str(src))
+    for t in model.graph.initializer:
+        if t.name == "ws":
+            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t) * 0.3, "ws"))
+    save_proto(model, dst)
+
+
+def test_yolo_trap_global_cosine_passes_while_detections_are_gone(tmp_path):
+    src = save_proto(yolo_proto(), tmp_path / "y.onnx")
+    bad = tmp_path / "bad.onnx"
+    _collapse_scores(src, bad)
+    judge = Judge(src, [{"images": yolo_images(1, seed=i)} for i in range(8)])
+    verdict = judge(bad)
+    assert verdict.fidelity.worst_cosine > 0.99, "the global cosine is fooled by the box channels"
+    f1 = next(f for f in verdict.figures if f.figure == "detection F1")
+    assert f1.details["reference_detections"] > 10 and f1.value < 0.8 and not f1.passed
+    group = next(f for f in verdict.figures if f.figure == "cosine")
+    assert group.details["grouped_by_scale"] and group.value < verdict.fidelity.worst_cosine
+    assert not verdict.passed and verdict.worst is f1
+
+
+def test_quantize_of_a_yolo_head_does_not_pass_on_a_global_cosine(tmp_path):
+    """Per-tensor static int8 of the concatenated head (one scale for pixels and probabilities)
+    keeps the global cosine high; the judge's detection F1 refuses it."""
+    from modelcrunch.passes.quantize import Mode, QuantizeOptions, quantize_model
+
+    model = yolo_proto()
+    src = save_proto(model, tmp_path / "y.onnx")
+    calib = tmp_path / "c.npz"
+    np.savez(calib, images=yolo_images(40))
+    options = QuantizeOptions(mode=Mode.STATIC, per_channel=False, sensitivity=False, bench=False)
+    report = quantize_model(src, tmp_path / "q.onnx", options, calibration=calib)
+    assert report.fidelity["worst_cosine"] > 0.99
+    f1 = next(f for f in report.verdict["figures"] if f["figure"] == "detection F1")
+    assert not f1["passed"] and not report.passed and report.output is None
+    assert not (tmp_path / "q.onnx").exists()
+
+
+def test_detection_figure_counts_matches_and_misses():
+    spec = OutputSpec("o", "detection", "", axis=1, layout="yolov8")
+    ref = np.zeros((1, 6, 32), np.float32)
+    ref[0, :4, :] = [[50.0], [50.0], [20.0], [20.0]]  # every anchor the same box ...
+    ref[0, 0, 16:] = 200.0  # ... and half of them a second, far away
+    ref[0, 4, :16], ref[0, 5, 16:] = 0.9, 0.8  # class 0 near (50, 50), class 1 far
+    cand = ref.copy()
+    cand[0, 5, 16:] = 0.1  # the second detection falls under the confidence threshold
+    metric = Detection(spec)
+    metric.update(ref, cand, {})
+    ((name, f1, details),) = metric.figures()
+    assert details["reference_detections"] == 2 and details["candidate_detections"] == 1
+    assert f1 == pytest.approx(2 * 1 / 3) and details["matched_iou"] == pytest.approx(1.0)
+
+
+def test_class_sequence_embedding_map_and_scalar_figures():
+    classes = Classes(OutputSpec("c", "classes", "", axis=1))
+    ref = np.array([[0.9, 0.1, 0.0], [0.2, 0.7, 0.1]], np.float32)
+    classes.update(ref, ref[:, [0, 2, 1]], {})  # the second row's winner moves
+    assert classes.figures()[0][1] == pytest.approx(0.5)
+
+    seq = Sequence(OutputSpec("s", "sequence", "", axis=2))
+    steps = np.eye(4, dtype=np.float32)[[[1, 1, 0, 2], [3, 0, 3, 3]]]  # decodes to (1, 2), (3, 3)
+    other = steps.copy()
+    other[1, 1] = np.eye(4)[3]  # (3, 3, 3, 3) decodes to (3,): one of two strings differs
+    seq.update(steps, other, {})
+    assert seq.figures()[0][1] == pytest.approx(0.5)
+
+    emb = Embedding(OutputSpec("e", "embedding", "", layout="pooled", mask_input="m"))
+    x = RNG.standard_normal((3, 4, 8)).astype(np.float32)
+    y = x.copy()
+    y[:, 3] = 100.0  # only the padded token changes: the pooled sentence vectors are the same
+    emb.update(x, y, {"m": np.array([[1, 1, 1, 0]] * 3)})
+    mean, worst = emb.figures()
+    assert mean[1] == pytest.approx(1.0) and worst[1] == pytest.approx(1.0)
+    assert mean[2]["neighbour_agreement"] == 1.0
+
+    maps = Map(OutputSpec("m", "map", ""))
+    a = np.zeros((2, 1, 16, 16), np.float32)
+    a[:, :, :8] = 0.9  # 128 pixels per sample
+    b = a.copy()
+    b[1, :, :4] = 0.1  # the second sample loses half its mask
+    maps.update(a, b, {})
+    mean, worst = maps.figures()
+    assert worst[1] == pytest.approx(0.5) and mean[1] == pytest.approx(0.75)
+
+    scalar = Scalar(OutputSpec("p", "scalar", ""))
+    scalar.update(np.array([[0.2], [0.7]]), np.array([[0.3], [0.4]]), {})
+    ((name, agreement, details),) = scalar.figures()
+    assert agreement == 0.5 and details["max_abs_diff"] == pytest.approx(0.3)
+
+
+def test_held_out_split_is_seeded_disjoint_and_keeps_labels():
+    samples = [{"x": np.full((1, 2), i, np.float32)} for i in range(10)]
+    data = Dataset(samples, {"label": np.arange(10)})
+    kept, held = data.split(0.2)
+    again_kept, again_held = data.split(0.2)
+    assert len(kept) == 8 and len(held) == 2
+    ids = [int(s["x"][0, 0]) for s in held.samples]
+    assert ids == [int(s["x"][0, 0]) for s in again_held.samples]  # seeded: the same every run
+    assert not set(ids) & {int(s["x"][0, 0]) for s in kept.samples}
+    assert held.labels["label"].tolist() == ids
+    single = Dataset(samples[:1])
+    assert single.split(0.2) == (single, single)
+
+
+def test_quantize_judges_on_held_out_samples_by_default(tmp_path):
+    from models_quantize import cnn_proto
+
+    from modelcrunch.passes.quantize import Mode, QuantizeOptions, quantize_model
+
+    model = cnn_proto()
+    src = save_proto(model, tmp_path / "m.onnx")
+    calib = stacked_data(model, tmp_path / "c.npz", n=20)
+    options = QuantizeOptions(mode=Mode.STATIC, bench=False, output_kinds=(("*", "generic"),))
+    report = quantize_model(src, tmp_path / "q.onnx", options, calibration=calib)
+    assert report.evaluation["held_out"] and report.evaluation["samples"] == 4
+    assert report.calibration["samples"] == 16 and "held-out" in report.verdict["data"]
+
+
+def test_user_metric_is_gated_like_a_figure(tmp_path):
+    plugin = tmp_path / "metric.py"
+    plugin.write_text(
+        "import numpy as np\n"
+        "def close(feeds, refs, cands):\n"
+        "    pairs = zip(refs, cands)\n"
+        "    err = max(float(np.abs(r['activations'] - c['activations']).max()) for r, c in pairs)\n"
+        "    return {'name': 'max feature error small', 'value': 1.0 - err, 'passed': err < 0.5}\n"
+        "def broken(feeds, refs, cands):\n"
+        "    raise RuntimeError('boom')\n"
+    )
+    src = save_proto(kinds_proto(), tmp_path / "k.onnx")
+    judge = Judge(src, _kinds_data(), metric=load_metric(f"{plugin}:close"))
+    verdict = judge(src)
+    figure = next(f for f in verdict.figures if f.kind == "metric")
+    assert figure.figure == "max feature error small" and figure.value == 1.0 and figure.passed
+    with pytest.raises(ModelcrunchError, match="boom"):
+        Judge(src, _kinds_data(), metric=load_metric(f"{plugin}:broken"))(src)
+    with pytest.raises(ModelcrunchError, match="no callable"):
+        load_metric(f"{plugin}:missing")
+    with pytest.raises(ModelcrunchError, match="expected module:function"):
+        load_metric("nocolon")
+
+
+def test_targets_zero_switches_a_default_off_and_given_values_win():
+    targets = Targets(min_top1=0.0, min_f1=0.8)
+    assert targets.target_for("classes", "top-1 agreement") is None
+    assert targets.target_for("detection", "detection F1") == 0.8
+    assert targets.target_for("detection", "cosine") is None  # reported, not gated, for detections
+    assert Targets().target_for("map", "mask IoU (worst sample)") == pytest.approx(0.9)
+
+
+def test_prune_searches_the_strongest_ratio_that_meets_the_target(tmp_path):
+    from modelcrunch.passes.prune.pipeline import SEARCH_RATIOS, PruneConfig, prune_file
+    from modelcrunch.passes.prune.structured import StructuredOptions
+
+    data = load_dataset("sample_models/cnn_digits_calib.npz").subset(range(80))
+    config = PruneConfig(structured=StructuredOptions(), search_ratios=SEARCH_RATIOS, measure=False)
+    report = prune_file("sample_models/cnn.onnx", tmp_path / "p.onnx", config, calibration=data)
+    tried = {a["strength"]: a["passed"] for a in report.search}
+    chosen = report.options["structured"]["ratio"]
+    assert report.passed and tried[chosen] and chosen >= 0.3
+    assert all(not ok for ratio, ok in tried.items() if ratio > chosen)  # nothing stronger met it
+    assert (tmp_path / "p.onnx").exists()
+
+
+def test_factorize_searches_the_strongest_energy_and_judges_against_the_reference(tmp_path):
+    from modelcrunch.passes.factorize.core import FactorizeConfig
+    from modelcrunch.passes.factorize.pipeline import SEARCH_ENERGIES, factorize_file
+    from modelcrunch.passes.guard import Quality
+
+    data = load_dataset("sample_models/transformer_digits_calib.npz").subset(range(80))
+    src = "sample_models/transformer.onnx"
+    report = factorize_file(
+        src, tmp_path / "f.onnx", FactorizeConfig(), calibration=data, measure_results=False,
+        search_energies=SEARCH_ENERGIES,
+    )  # fmt: skip
+    assert report.extra["passed"] and len(report.extra["search"]) >= 2
+    assert report.totals()["params_after"] < 0.5 * report.totals()["params_before"]
+    # a second step judged against the true original: its own input (the factorized model) is
+    # not the reference, so a loose target on the step still reports against the original
+    again = factorize_file(
+        tmp_path / "f.onnx", tmp_path / "g.onnx", FactorizeConfig(), calibration=data,
+        measure_results=False, quality=Quality(reference=src, keep_best=True),
+    )  # fmt: skip
+    assert "against --reference" in again.extra["verdict"]["data"]
