@@ -1,5 +1,6 @@
 # modelcrunch — developer and user entry points. `make demo` and `make test` are the README's two commands.
 PYTHON ?= python3
+comma := ,
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.modelcrunch-installed
@@ -9,9 +10,15 @@ REAL_MODELS ?= .real_models
 
 install: $(STAMP)
 
+# DISTILL=0 skips PyTorch (the optional extra behind `modelcrunch distill`; its tests then skip).
+# torch is pinned first: an unpinned torch would pull a multi-GB CUDA build.
+DISTILL ?= 1
+TORCH_PIN ?= torch==2.13.0
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -e ".[dev]"
+	$(if $(filter 1,$(DISTILL)),$(BIN)/pip install -q "$(TORCH_PIN)")
+	$(BIN)/pip install -q -e ".[dev$(if $(filter 1,$(DISTILL)),$(comma)distill)]"
 	touch $(STAMP)
 
 DEMO := .demo

@@ -34,11 +34,11 @@ def _root(
         False, "--version", callback=_version, is_eager=True, help="Show the version."
     ),
 ) -> None:
-    """modelcrunch: inspect, prune, quantize, factorize and bench ONNX models."""
+    """modelcrunch: inspect, prune, quantize, factorize, distill, optimize and bench ONNX models."""
 
 
 # ---- commands: one thin module each -------------------------------------------------------
-from modelcrunch.cli import bench, factorize, inspect, optimize, prune, quantize  # noqa: E402
+from modelcrunch.cli import bench, distill, factorize, inspect, optimize, prune, quantize  # noqa: E402
 
 app.command("inspect")(inspect.inspect_cmd)
 app.command("bench")(bench.bench_cmd)
@@ -46,6 +46,7 @@ app.command("quantize")(quantize.quantize_cmd)
 app.command("prune")(prune.prune_cmd)
 app.command("factorize")(factorize.factorize_cmd)
 app.command("optimize")(optimize.optimize_cmd)
+app.command("distill")(distill.distill_cmd)
 
 
 def main(argv: list[str] | None = None) -> None:

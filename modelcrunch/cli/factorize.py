@@ -43,9 +43,11 @@ from modelcrunch.cli._quality import (
     TaskOpt,
     quality_from_locals,
 )
+from modelcrunch.cli.distill import DistillBudgetOpt, DistillFlag, check_distill_options, distill_after
 from modelcrunch.data import load_dataset
 from modelcrunch.passes.factorize import FactorizeConfig, RankPolicy
 from modelcrunch.passes.factorize.pipeline import SEARCH_ENERGIES, factorize_file
+from modelcrunch.render.distill import render_distill
 from modelcrunch.render.factorize import render_factorize
 from modelcrunch.render.verdict import miss_line
 
@@ -84,6 +86,8 @@ def factorize_cmd(
     ] = None,
     eval_data: EvalOpt = None,
     no_measure: NoMeasureOpt = False,
+    distill: DistillFlag = False,
+    distill_budget: DistillBudgetOpt = None,
     threads: Annotated[int | None, Opt(help="Threads for the measurements.")] = None,
     shape: ShapeOpt = None,
     min_cosine: MinCosineOpt = None,
@@ -108,6 +112,7 @@ def factorize_cmd(
     debug: DebugOpt = False,
 ) -> None:
     """Factorize MatMul/Gemm/Conv weights into low-rank pairs (SVD, channel, spatial, Tucker-2)."""
+    check_distill_options(distill, calibration)
     quality = quality_from_locals(locals())
     policy = RankPolicy.from_options(
         rank_ratio=rank_ratio,
@@ -136,8 +141,11 @@ def factorize_cmd(
             batch=batch,
             on_progress=on_progress,
         )
+    distilled = distill_after(distill, model, output, calib, distill_budget, quiet=quiet, threads=threads)
     if json_out:
-        emit_json(report.to_dict())
+        emit_json({**report.to_dict(), **({"distill": distilled.to_dict()} if distilled else {})})
     elif not quiet:
         render_factorize(report, stdout)
+        if distilled:
+            render_distill(distilled, stdout)
     exit_missed(report.extra.get("passed", True), miss_line(report.extra.get("verdict"), report.notes))

@@ -43,10 +43,12 @@ from modelcrunch.cli._quality import (
     TaskOpt,
     quality_from_locals,
 )
+from modelcrunch.cli.distill import DistillBudgetOpt, DistillFlag, check_distill_options, distill_after
 from modelcrunch.data import load_dataset
 from modelcrunch.passes.prune.nm import parse_pattern
 from modelcrunch.passes.prune.pipeline import SEARCH_RATIOS, PruneConfig, prune_file
 from modelcrunch.passes.prune.structured import StructuredOptions
+from modelcrunch.render.distill import render_distill
 from modelcrunch.render.prune import render_prune
 from modelcrunch.render.verdict import miss_line
 from modelcrunch.runtime.kernels import conv_channel_multiple
@@ -94,6 +96,8 @@ def prune_cmd(
     all_weights: Annotated[bool, Opt("--all-weights", help="Unstructured: all float weights.")] = False,
     sparse_storage: Annotated[bool, Opt("--sparse-storage", help="Store sparse weights sparsely.")] = False,
     no_measure: NoMeasureOpt = False,
+    distill: DistillFlag = False,
+    distill_budget: DistillBudgetOpt = None,
     threads: Annotated[int | None, Opt(help="Threads for the latency measurement.")] = None,
     min_cosine: MinCosineOpt = None,
     min_top1_agreement: MinTop1Opt = None,
@@ -119,6 +123,7 @@ def prune_cmd(
 ) -> None:
     """Prune a model: structured channels (--structured), magnitude (--sparsity) or N:M (--pattern)."""
     excluded = tuple(exclude or ())
+    check_distill_options(distill, calibration)
     quality = quality_from_locals(locals())
     config = PruneConfig(
         structured=StructuredOptions(
@@ -160,8 +165,11 @@ def prune_cmd(
             quality=quality,
             on_progress=on_progress,
         )
+    distilled = distill_after(distill, model, output, calib, distill_budget, quiet=quiet, threads=threads)
     if json_out:
-        emit_json(report.to_dict())
+        emit_json({**report.to_dict(), **({"distill": distilled.to_dict()} if distilled else {})})
     elif not quiet:
         render_prune(report, stdout)
+        if distilled:
+            render_distill(distilled, stdout)
     exit_missed(report.passed, miss_line(report.verdict, report.notes))

@@ -1,0 +1,124 @@
+"""Distillation losses, one per output kind (``s`` student, ``t`` teacher, per output):
+
+* **classes** (class axis ``a``): ``T^2 * KL(softmax(t/T) || softmax(s/T))`` over axis ``a``; outputs
+  that are already probabilities (a Softmax) are compared as ``KL(t || s)`` directly.
+* **embedding**: ``mean(1 - cos(s, t))`` along the last axis.
+* **detection** (YOLO ``[N, 4+C, A]`` / ``[N, A, 4+C]``): box term ``mean(w * |s_box - t_box|) / mean|t_box|``
+  with ``w = max teacher score per anchor + 0.05`` (boxes that are found matter), plus score term
+  ``BCE(s_score, t_score) - H(t_score)`` (zero when the scores agree).
+* **map** / **scalar** probabilities: the same binary cross-entropy (minus the teacher's entropy).
+* anything else: ``mean((s - t)^2) / (var(t) + 1e-8)``.
+* intermediate features (``--feature-match``): the last rule, per matched value.
+
+Kinds come from :mod:`modelcrunch.runtime.semantics` when present; otherwise from a small local
+inference (YOLO-shaped rank 3 → detection; unit-norm rows → embedding; rank 2 or a Softmax →
+classes; else generic).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_ir as ir
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    name: str
+    kind: str
+    axis: int | None = None
+    layout: str | None = None
+    probabilities: bool = False  # classes: the output is already a softmax
+
+
+def _producer(value: ir.Value) -> str | None:
+    node = value.producer()
+    while node is not None and node.op_type in ("Identity", "Reshape", "Flatten", "Squeeze", "Cast"):
+        node = node.inputs[0].producer() if node.inputs and node.inputs[0] is not None else None
+    return node.op_type if node is not None else None
+
+
+def _local_kind(values: np.ndarray, producer: str | None) -> tuple[str, int | None, str | None]:
+    if values.ndim == 3 and values.dtype.kind == "f":
+        for axis, layout in ((1, "yolov8"), (2, "yolov5")):
+            channels, anchors = values.shape[axis], values.shape[3 - axis]
+            if channels >= 6 and channels * 4 <= anchors:
+                moved = np.moveaxis(values, axis, -1).reshape(-1, channels)
+                if np.abs(moved[:, :4]).max() > 1.5 and moved[:, 4:].min() >= 0 and moved[:, 4:].max() <= 1:
+                    return "detection", axis, layout
+    if values.ndim >= 2 and values.shape[-1] > 1:
+        norms = np.linalg.norm(values.reshape(-1, values.shape[-1]), axis=-1)
+        if np.allclose(norms, 1.0, atol=1e-3):
+            return "embedding", None, "vector"
+    if producer in ("Softmax", "LogSoftmax") or (values.ndim == 2 and values.shape[-1] > 1):
+        return "classes", values.ndim - 1, None
+    return "generic", None, None
+
+
+def infer_loss_specs(model: ir.Model, sample: dict[str, np.ndarray]) -> dict[str, LossSpec]:
+    """One LossSpec per graph output, from the judge's semantics when available."""
+    try:
+        from modelcrunch.runtime.semantics import infer_specs
+    except ImportError:  # the judge's semantics not merged yet
+        infer_specs = None
+    specs: dict[str, LossSpec] = {}
+    judged = infer_specs(model, sample) if infer_specs is not None else {}
+    for output in model.graph.outputs:
+        producer = _producer(output)
+        if output.name in judged:
+            s = judged[output.name]
+            kind, axis, layout = s.kind, s.axis, s.layout
+        else:
+            kind, axis, layout = _local_kind(sample[output.name], producer)
+        if kind == "classes" and axis is None:
+            axis = sample[output.name].ndim - 1
+        specs[output.name] = LossSpec(output.name, kind, axis, layout, producer == "Softmax")
+    return specs
+
+
+def _bce_excess(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of s against t, minus t's own entropy: 0 where s == t."""
+    eps = 1e-6
+    s = s.clamp(eps, 1 - eps)
+    tc = t.clamp(eps, 1 - eps)
+    return (t * (torch.log(tc) - torch.log(s)) + (1 - t) * (torch.log(1 - tc) - torch.log(1 - s))).mean()
+
+
+def _mse(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    return ((s - t) ** 2).mean() / (t.detach().var(unbiased=False) + 1e-8)
+
+
+def output_loss(spec: LossSpec, s: torch.Tensor, t: torch.Tensor, temperature: float) -> torch.Tensor:
+    s = s.float()
+    t = t.float()
+    if spec.kind == "classes" and s.dim() >= 1 and s.shape[spec.axis] > 1:
+        if spec.probabilities:
+            log_s = torch.log(s.clamp_min(1e-8))
+            return (t * (torch.log(t.clamp_min(1e-8)) - log_s)).sum(spec.axis).mean()
+        log_s = F.log_softmax(s / temperature, dim=spec.axis)
+        log_t = F.log_softmax(t / temperature, dim=spec.axis)
+        kl = (log_t.exp() * (log_t - log_s)).sum(spec.axis).mean()
+        return kl * temperature**2
+    if spec.kind == "embedding":
+        return (1 - F.cosine_similarity(s, t, dim=-1, eps=1e-8)).mean()
+    if spec.kind == "detection":
+        axis = spec.axis if spec.axis is not None else 1
+        s_m, t_m = torch.movedim(s, axis, -1), torch.movedim(t, axis, -1)
+        weight = t_m[..., 4:].amax(-1, keepdim=True) + 0.05
+        box = (weight * (s_m[..., :4] - t_m[..., :4]).abs()).mean() / (t_m[..., :4].abs().mean() + 1e-6)
+        return box + 10.0 * _bce_excess(s_m[..., 4:], t_m[..., 4:])
+    probabilities = float(t.min()) >= 0 and float(t.max()) <= 1
+    if (
+        spec.kind in ("map", "scalar")
+        and probabilities
+        and 0 <= float(s.detach().min()) <= float(s.max()) <= 1
+    ):
+        return _bce_excess(s, t)
+    return _mse(s, t)
+
+
+def feature_loss(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    return _mse(s, t)
