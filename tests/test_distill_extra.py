@@ -31,3 +31,15 @@ def test_without_torch_distill_says_how_to_install_it(tmp_path, monkeypatch):
     assert result.exit_code == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines == ["error: distill needs PyTorch: pip install 'modelcrunch[distill]'"]
+
+
+def test_bad_distill_budget_fails_before_the_rewrite_naming_its_own_option(tmp_path):
+    out = tmp_path / "o.onnx"
+    result = CliRunner().invoke(
+        app, ["prune", str(SAMPLES / "mlp.onnx"), "-o", str(out), "--sparsity", "0.5", "--distill",
+              "--distill-budget", "0", "--calibration", str(SAMPLES / "mlp_digits_calib.npz")],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "--distill-budget '0'" in lines[0], lines
+    assert not out.exists()

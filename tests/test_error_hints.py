@@ -22,12 +22,21 @@ from modelcrunch.cli.app import app
 
 PACKAGE = Path(modelcrunch.__file__).parent
 OPTION = re.compile(r"(?<![\w-])--([a-z][a-z0-9]*(?:-[a-z0-9]+)*)")
-COMMANDS = ("inspect", "bench", "quantize", "prune", "factorize")
+COMMANDS = ("inspect", "bench", "quantize", "prune", "factorize", "distill")
 
 #: ``(module, option) -> commands`` that import the module but can never print that string.
 ALLOWED: dict[tuple[str, str], set[str]] = {
     # raised by io.save_model only; inspect and bench write no model
     ("modelcrunch.io", "--overwrite-input"): {"inspect", "bench"},
+    # --distill on prune/factorize builds DistillConfig from defaults and never resumes
+    **{
+        ("modelcrunch.distill.config", o): {"prune", "factorize"}
+        for o in ("--augment", "--feature-match", "--lr", "--temperature", "--checkpoint", "--resume")
+    },
+    ("modelcrunch.distill.train", "--resume"): {"prune", "factorize"},
+    # distill infers output kinds and shapes with no overrides: the override parsers never run
+    **{("modelcrunch.runtime.semantics", o): {"distill"} for o in ("--output-kind", "--task")},
+    ("modelcrunch.shapes", "--shape"): {"distill"},
 }
 
 

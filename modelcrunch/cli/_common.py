@@ -9,6 +9,7 @@ import functools
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -162,3 +163,13 @@ def progress_bar(quiet: bool) -> Iterator[ProgressFn | None]:
             progress.update(tasks[description], completed=done, total=total)
 
         yield update
+
+
+def parse_duration(text: str | None, option: str = "--time-budget") -> float | None:
+    """``90``, ``90s``, ``15m`` or ``1.5h`` -> seconds (``None`` stays ``None``)."""
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
+    if not match or float(match.group(1)) <= 0:
+        raise ModelcrunchError(f"{option} {text!r}: give a positive duration such as 90s, 15m or 1h")
+    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]

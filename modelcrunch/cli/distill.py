@@ -16,73 +16,15 @@ from modelcrunch.cli._common import (
     QuietOpt,
     emit_json,
     handle_errors,
+    parse_duration,
     stdout,
 )
-from modelcrunch.data import Dataset, load_dataset
+from modelcrunch.data import load_dataset
 from modelcrunch.distill import require_torch
 from modelcrunch.distill.config import DistillConfig
-from modelcrunch.errors import ModelcrunchError
 from modelcrunch.render.distill import distill_progress, render_distill
 
 Opt = typer.Option
-
-
-def parse_duration(text: str | None) -> float | None:
-    """``90``, ``90s``, ``20m`` or ``1.5h`` → seconds."""
-    if text is None:
-        return None
-    units = {"s": 1, "m": 60, "h": 3600}
-    value, unit = (text[:-1], units[text[-1]]) if text and text[-1] in units else (text, 1)
-    try:
-        seconds = float(value) * unit
-    except ValueError:
-        raise ModelcrunchError(
-            f"--time-budget: '{text}' is not a duration (e.g. 300, 90s, 20m, 1h)"
-        ) from None
-    if seconds <= 0:
-        raise ModelcrunchError("--time-budget must be > 0")
-    return seconds
-
-
-# ---- --distill on prune / factorize ----------------------------------------------------------
-DistillFlag = Annotated[
-    bool,
-    Opt(
-        "--distill", help="Then fine-tune the result against the input model on --calibration (needs torch)."
-    ),
-]
-DistillBudgetOpt = Annotated[str | None, Opt(help="--distill: stop training after this long (20m).")]
-
-
-def check_distill_options(distill: bool, calibration: Path | None) -> None:
-    """Fail before the rewrite, not after it, when --distill cannot run."""
-    if not distill:
-        return
-    if calibration is None:
-        raise ModelcrunchError("--distill needs --calibration (the unlabeled inputs it trains on)")
-    require_torch()
-
-
-def distill_after(
-    distill: bool,
-    teacher: Path,
-    output: Path,
-    data: Dataset | None,
-    budget: str | None,
-    *,
-    quiet: bool,
-    threads,
-):
-    """With --distill: distill the written ``output`` against ``teacher`` (the command's input) in place."""
-    if not distill or data is None or not output.exists():  # a missed target writes nothing
-        return None
-    from modelcrunch.distill.pipeline import distill_file
-
-    config = DistillConfig(time_budget=parse_duration(budget), threads=threads)
-    with distill_progress(quiet) as (on_step, on_epoch):
-        return distill_file(
-            output, teacher, data, output, config, overwrite_input=True, on_step=on_step, on_epoch=on_epoch
-        )
 
 
 @handle_errors

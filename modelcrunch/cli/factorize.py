@@ -25,6 +25,7 @@ from modelcrunch.cli._common import (
     shapes_option,
     stdout,
 )
+from modelcrunch.cli._distill_hook import DistillBudgetOpt, DistillFlag, check_distill_options, distill_after
 from modelcrunch.cli._quality import (
     AllowSlowerOpt,
     HoldoutOpt,
@@ -43,7 +44,6 @@ from modelcrunch.cli._quality import (
     TaskOpt,
     quality_from_locals,
 )
-from modelcrunch.cli.distill import DistillBudgetOpt, DistillFlag, check_distill_options, distill_after
 from modelcrunch.data import load_dataset
 from modelcrunch.passes.factorize import FactorizeConfig, RankPolicy
 from modelcrunch.passes.factorize.pipeline import SEARCH_ENERGIES, factorize_file
@@ -112,7 +112,7 @@ def factorize_cmd(
     debug: DebugOpt = False,
 ) -> None:
     """Factorize MatMul/Gemm/Conv weights into low-rank pairs (SVD, channel, spatial, Tucker-2)."""
-    check_distill_options(distill, calibration)
+    distill_budget_s = check_distill_options(distill, calibration, distill_budget)
     quality = quality_from_locals(locals())
     policy = RankPolicy.from_options(
         rank_ratio=rank_ratio,
@@ -141,7 +141,7 @@ def factorize_cmd(
             batch=batch,
             on_progress=on_progress,
         )
-    distilled = distill_after(distill, model, output, calib, distill_budget, quiet=quiet, threads=threads)
+    distilled = distill_after(distill, model, output, calib, distill_budget_s, quiet=quiet, threads=threads)
     if json_out:
         emit_json({**report.to_dict(), **({"distill": distilled.to_dict()} if distilled else {})})
     elif not quiet:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated
@@ -17,6 +16,7 @@ from modelcrunch.cli._common import (
     QuietOpt,
     emit_json,
     handle_errors,
+    parse_duration,
     stderr,
     stdout,
 )
@@ -24,14 +24,6 @@ from modelcrunch.errors import ModelcrunchError
 from modelcrunch.render import optimize as render
 
 Opt = typer.Option
-
-
-def parse_duration(text: str) -> float:
-    """'90', '90s', '15m', '1h' -> seconds."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
-    if not match or float(match.group(1)) <= 0:
-        raise ModelcrunchError(f"--time-budget {text!r}: give a positive duration such as 90s, 15m or 1h")
-    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
 
 
 @handle_errors

@@ -25,6 +25,7 @@ from modelcrunch.cli._common import (
     shapes_option,
     stdout,
 )
+from modelcrunch.cli._distill_hook import DistillBudgetOpt, DistillFlag, check_distill_options, distill_after
 from modelcrunch.cli._quality import (
     AllowSlowerOpt,
     HoldoutOpt,
@@ -43,7 +44,6 @@ from modelcrunch.cli._quality import (
     TaskOpt,
     quality_from_locals,
 )
-from modelcrunch.cli.distill import DistillBudgetOpt, DistillFlag, check_distill_options, distill_after
 from modelcrunch.data import load_dataset
 from modelcrunch.passes.prune.nm import parse_pattern
 from modelcrunch.passes.prune.pipeline import SEARCH_RATIOS, PruneConfig, prune_file
@@ -123,7 +123,7 @@ def prune_cmd(
 ) -> None:
     """Prune a model: structured channels (--structured), magnitude (--sparsity) or N:M (--pattern)."""
     excluded = tuple(exclude or ())
-    check_distill_options(distill, calibration)
+    distill_budget_s = check_distill_options(distill, calibration, distill_budget)
     quality = quality_from_locals(locals())
     config = PruneConfig(
         structured=StructuredOptions(
@@ -165,7 +165,7 @@ def prune_cmd(
             quality=quality,
             on_progress=on_progress,
         )
-    distilled = distill_after(distill, model, output, calib, distill_budget, quiet=quiet, threads=threads)
+    distilled = distill_after(distill, model, output, calib, distill_budget_s, quiet=quiet, threads=threads)
     if json_out:
         emit_json({**report.to_dict(), **({"distill": distilled.to_dict()} if distilled else {})})
     elif not quiet:
