@@ -40,7 +40,7 @@ class Case:
     extra: dict[str, list[str]] = field(default_factory=dict)  # command (or "*") -> options
     commands: tuple[str, ...] = COMMANDS
     measure: bool = False  # run the measurements too (slower)
-    expect_ok: bool = False  # a valid case: every command must succeed
+    expect_ok: bool = False  # a valid case: every command must finish (exit 0, or 3 for a missed target)
     fast: bool = False  # part of the slice run by the default test suite
     time_limit: float | None = None  # seconds, where the runner's default is too short for real work
     interrupt_after: float | None = None  # send SIGINT (Ctrl-C) this many seconds into the run

@@ -29,7 +29,7 @@ def expose(model: ir.Model | onnx.ModelProto, names: list[str]) -> ort.Inference
             out.CopyFrom(onnx.helper.make_tensor_value_info(name, elem_type, None))
     del proto.graph.value_info[:]
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # fatal only: its errors come back as exceptions (one line)
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
