@@ -173,3 +173,21 @@ def parse_duration(text: str | None, option: str = "--time-budget") -> float | N
     if not match or float(match.group(1)) <= 0:
         raise ModelcrunchError(f"{option} {text!r}: give a positive duration such as 90s, 15m or 1h")
     return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+
+
+# ---- the quality judge's kind and metric options (quantize, prune, factorize, bench) ----------
+OutputKindOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--output-kind",
+        help="Judge output NAME as KIND: detection[:yolov8|yolov5|nms], classes, sequence, embedding, map, "
+        "scalar, generic (repeatable; overrides the inference).",
+    ),
+]
+TaskOpt = Annotated[
+    str | None, typer.Option("--task", help="The kind of every output not named by --output-kind.")
+]
+MetricOpt = Annotated[
+    str | None,
+    typer.Option("--metric", help="Your own task figure: module:function or file.py:function (see README)."),
+]

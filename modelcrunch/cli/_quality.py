@@ -1,5 +1,6 @@
 """The quality options that quantize, prune and factorize share (the judge's targets, kinds, data
-split and the guard's switches), and the ``Quality`` they make. Only those commands import this."""
+split and the guard's switches), and the ``Quality`` they make. The kind and metric options
+live in ``_common`` (bench takes them too)."""
 
 from __future__ import annotations
 
@@ -34,21 +35,6 @@ MinStringsOpt = Annotated[float | None, _fraction("--min-string-agreement")]
 MinDecisionsOpt = Annotated[float | None, _fraction("--min-decision-agreement")]
 MaxDropOpt = Annotated[
     float | None, typer.Option("--max-drop", help="Task target: accuracy drop in points (needs labels).")
-]
-OutputKindOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--output-kind",
-        help="Judge output NAME as KIND: detection[:yolov8|yolov5|nms], classes, sequence, embedding, map, "
-        "scalar, generic (repeatable; overrides the inference).",
-    ),
-]
-TaskOpt = Annotated[
-    str | None, typer.Option("--task", help="The kind of every output not named by --output-kind.")
-]
-MetricOpt = Annotated[
-    str | None,
-    typer.Option("--metric", help="Your own task figure: module:function or file.py:function (see README)."),
 ]
 KeepBestOpt = Annotated[
     bool, typer.Option("--keep-best", help="Write the best model even when it misses the target (exit 3).")

@@ -12,8 +12,11 @@ from rich.console import Console
 from modelcrunch.cli._common import (
     DebugOpt,
     JsonOpt,
+    MetricOpt,
+    OutputKindOpt,
     QuietOpt,
     ShapeOpt,
+    TaskOpt,
     emit_json,
     handle_errors,
     progress_bar,
@@ -23,11 +26,29 @@ from modelcrunch.cli._common import (
 from modelcrunch.errors import ModelcrunchError
 from modelcrunch.render.bench import to_csv, to_markdown, to_tables
 from modelcrunch.runtime.gates import GateLimits, enforce
-from modelcrunch.runtime.report import BenchConfig, run_bench
+from modelcrunch.runtime.report import BenchConfig, TaskGates, run_bench
+from modelcrunch.runtime.semantics import parse_kind_overrides
 
 
 def _gate(text: str) -> object:
     return typer.Option(help=f"Gate (exit 3): {text}", show_default=False, rich_help_panel="CI gates")
+
+
+def _task_gates(
+    values: dict[str, tuple[str, float | None]],
+    defaults: bool,
+    output_kind: list[str] | None,
+    task: str | None,
+    metric: str | None,
+) -> TaskGates:
+    given = {}
+    for key, (flag, value) in values.items():
+        if value is None:
+            continue
+        if not 0.0 <= value <= 1.0:  # NaN fails this too
+            raise ModelcrunchError(f"{flag} {value}: must be within [0, 1]")
+        given[key] = value
+    return TaskGates(given, defaults, parse_kind_overrides(output_kind, task) or None, metric)
 
 
 def _batches(value: str | None) -> list[int] | None:
@@ -77,6 +98,29 @@ def bench_cmd(
     max_accuracy_drop: Annotated[
         float | None, _gate("baseline accuracy - candidate's at most this (needs labels).")
     ] = None,
+    min_f1: Annotated[
+        float | None, _gate("detection F1 against the first model's decoded detections at least this.")
+    ] = None,
+    min_mask_iou: Annotated[
+        float | None, _gate("per-sample mask IoU of probability maps (mean) at least this.")
+    ] = None,
+    min_string_agreement: Annotated[
+        float | None, _gate("share of CTC-decoded strings identical to the first model's at least this.")
+    ] = None,
+    min_decision_agreement: Annotated[
+        float | None, _gate("scalar scores' decisions at 0.5 that agree at least this.")
+    ] = None,
+    task_targets: Annotated[
+        bool,
+        typer.Option(
+            "--task-targets",
+            help="Gate (exit 3): every output's default task target (those quantize/prune/factorize use).",
+            rich_help_panel="CI gates",
+        ),
+    ] = False,
+    output_kind: OutputKindOpt = None,
+    task: TaskOpt = None,
+    metric: MetricOpt = None,
     json_out: JsonOpt = False,
     csv_out: Annotated[bool, typer.Option("--csv", help="CSV on stdout.")] = False,
     markdown: Annotated[bool, typer.Option("--markdown", help="Markdown table on stdout.")] = False,
@@ -106,6 +150,18 @@ def bench_cmd(
         output=output,
         seed=seed,
         limits=limits,
+        task=_task_gates(
+            {
+                "min_f1": ("--min-f1", min_f1),
+                "min_mask_iou": ("--min-mask-iou", min_mask_iou),
+                "min_strings": ("--min-string-agreement", min_string_agreement),
+                "min_decisions": ("--min-decision-agreement", min_decision_agreement),
+            },
+            task_targets,
+            output_kind,
+            task,
+            metric,
+        ),
     )
     with progress_bar(quiet or json_out) as on_progress:
         report = run_bench(config, on_progress=on_progress)

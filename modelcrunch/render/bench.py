@@ -13,6 +13,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from modelcrunch.render.verdict import verdict_table
 from modelcrunch.runtime.report import BenchReport
 
 COLUMNS = [
@@ -196,6 +197,9 @@ def to_tables(report: BenchReport) -> list[Table]:
                     _num(evaluation.accuracies[k], ".4f"),
                 )
         tables.append(fidelity)
+    for name, verdict in zip(report.names[1:], report.verdicts, strict=False):
+        title = f"Task figures: {Path(name).name} vs the first model"
+        tables.append(verdict_table(verdict.to_dict(), title=title))
     if report.gates:
         gates = Table(title="Gates")
         for header in ["gate", "model", "value", "limit", "result"]:

@@ -44,6 +44,9 @@ def verdict_rows(verdict: dict | None) -> list[tuple[str, str]]:
         rows.append((label, "\n".join(_figure(f) for f in figures)))
         if spec:
             rows.append(("", f"[dim]kind: {escape(spec['reason'])}[/]"))
+    if all(f["target"] is None for f in verdict["figures"]):
+        rows.append(("quality target", f"none gated; judged on {escape(verdict.get('data') or '')}"))
+        return rows
     verdict_text = "[green]met[/]" if verdict["passed"] else "[bold red]MISSED[/]"
     rows.append(("quality target", f"{verdict_text} on {escape(verdict.get('data') or '')}"))
     return rows

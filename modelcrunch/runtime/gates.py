@@ -5,7 +5,9 @@ batch sweep the ratio gates are checked at every batch size. The latency gate re
 bootstrap interval of the interleaved ratio (``bench.ratio_interval``): it fails only when the
 whole interval lies above the limit, and the message states the interval. A value that is NaN or infinite
 fails its gate (a NaN cosine must never pass ``--min-cosine``). ``enforce`` raises GateFailed
-(exit 3) naming each failed gate, its value and its limit.
+(exit 3) naming each failed gate, its value and its limit. ``task_gates`` turns the quality judge's
+gated task figures (detection F1, mask IoU, string and decision agreement; ``runtime/judge.py``)
+into gates of the same form.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass, fields
 from modelcrunch.errors import GateFailed, ModelcrunchError
 from modelcrunch.runtime.bench import BenchResult
 from modelcrunch.runtime.fidelity import Fidelity
+from modelcrunch.runtime.judge import Verdict
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,22 @@ def check_gates(
                     "--max-accuracy-drop needs labels: pass --inputs DATA with a label array"
                 )
             gates.append(_check("accuracy drop", name, fid.accuracy_drop, limits.max_accuracy_drop, True))
+    return gates
+
+
+def task_gates(
+    verdicts: Sequence[Verdict], model_names: Sequence[str], *, exact: bool = False
+) -> list[GateResult]:
+    """One gate per gated task figure of each candidate's verdict (``model_names[k + 1]``); integer
+    outputs' "identical" figure only with ``exact`` (every default target asked for)."""
+    gates = []
+    for name, verdict in zip(model_names[1:], verdicts, strict=True):
+        for figure in verdict.gated:
+            if figure.figure == "identical" and not exact:
+                continue
+            label = f"{figure.output}: {figure.figure}" if figure.output != "*" else figure.figure
+            value = figure.value if math.isfinite(figure.value) else None
+            gates.append(GateResult(label, name, value, figure.target, figure.passed, figure.upper))
     return gates
 
 

@@ -2,7 +2,9 @@
 
 The timing runs and the fidelity runs are separate: timing uses one synthesised feed per batch
 size (or up to 8 batches of ``--inputs``), fidelity runs every sample of ``--inputs`` (or 8
-synthesised feeds, seeds 0..7) once through every model.
+synthesised feeds, seeds 0..7) once through every model. With real ``--inputs`` (or a task gate),
+the quality judge (``runtime/judge.py``) also gives every candidate the task figures of each output's
+kind, the same figures quantize, prune and factorize are judged by; a task gate gates on them.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from modelcrunch.io import load_model, model_size_bytes
 from modelcrunch.runtime.bench import BenchResult, benchmark
 from modelcrunch.runtime.feeds import check_feed, index_limits, synthesize_feeds
 from modelcrunch.runtime.fidelity import Evaluation, evaluate
-from modelcrunch.runtime.gates import GateLimits, GateResult, check_gates
+from modelcrunch.runtime.gates import GateLimits, GateResult, check_gates, task_gates
+from modelcrunch.runtime.judge import Judge, Targets, Verdict, load_metric
 from modelcrunch.runtime.session import make_session, resolve_provider
 
 logger = logging.getLogger(__name__)
@@ -51,6 +54,39 @@ class BenchConfig:
     output: str | None = None
     seed: int = 0
     limits: GateLimits = field(default_factory=GateLimits)
+    task: TaskGates = field(default_factory=lambda: TaskGates())
+
+
+#: The judge's target keys bench gates on, the output kind each needs and its option
+#: (``--min-cosine``/``--min-top1-agreement`` are GateLimits').
+TASK_KEYS = {
+    "min_f1": ("detection", "--min-f1"),
+    "min_mask_iou": ("map", "--min-mask-iou"),
+    "min_strings": ("sequence", "--min-string-agreement"),
+    "min_decisions": ("scalar", "--min-decision-agreement"),
+}
+
+
+@dataclass(frozen=True)
+class TaskGates:
+    """Task figures in bench: the given gates (``TASK_KEYS``), ``defaults`` (every output's default
+    target, ``--task-targets``), output kinds overrides and a user metric."""
+
+    given: Mapping[str, float] = field(default_factory=dict)
+    defaults: bool = False
+    kinds: Mapping[str, str] | None = None
+    metric: str | None = None
+
+    @property
+    def gated(self) -> bool:
+        return bool(self.given) or self.defaults or self.metric is not None
+
+    def targets(self) -> Targets:
+        """Targets with every figure not asked for switched off (0), unless ``defaults``."""
+        if self.defaults:
+            return Targets(**self.given)
+        off = {key: 0.0 for key in (*TASK_KEYS, "min_cosine", "min_top1")}
+        return Targets(**{**off, **self.given})
 
 
 @dataclass(frozen=True)
@@ -61,6 +97,7 @@ class BenchReport:
     evaluation: Evaluation | None
     fidelity_source: str
     gates: list[GateResult] = field(default_factory=list)
+    verdicts: list[Verdict] = field(default_factory=list)  # one per candidate: the task figures
 
     @property
     def passed(self) -> bool:
@@ -97,6 +134,10 @@ class BenchReport:
                     for name, fid in zip(self.names[1:], evaluation.fidelity, strict=True)
                 ],
             },
+            "task": [
+                {"model": name, **verdict.to_dict()}
+                for name, verdict in zip(self.names[1:], self.verdicts, strict=False)
+            ],
             "gates": [g.to_dict() for g in self.gates],
             "passed": self.passed,
         }
@@ -154,6 +195,7 @@ def run_bench(config: BenchConfig, *, on_progress: ProgressFn | None = None) -> 
     elif config.labels:
         raise ModelcrunchError("--labels needs --inputs DATA holding that label array")
     limits = index_limits(load_model(config.models[0]))
+    judge = _judge(config, dataset, f"{config.inputs} ({len(dataset)} samples)" if dataset else "")
 
     sizes = config.batches or [None]
     if not batchable and any(b not in (None, 1) for b in sizes):
@@ -210,6 +252,36 @@ def run_bench(config: BenchConfig, *, on_progress: ProgressFn | None = None) -> 
             on_progress=on_progress,
             total=total,
         )
-    report = BenchReport(config, names, results, evaluation, source)
+    verdicts = [judge(model) for model in config.models[1:]] if judge is not None else []
+    report = BenchReport(config, names, results, evaluation, source, verdicts=verdicts)
     gates = check_gates(config.limits, results, evaluation.fidelity if evaluation else [], names)
+    if config.task.gated:
+        gates += task_gates(verdicts, names, exact=config.task.defaults)
     return replace(report, gates=gates)
+
+
+def _judge(config: BenchConfig, dataset: Dataset | None, source: str) -> Judge | None:
+    """The judge of every candidate, on real inputs only (synthesized noise decodes to no detections
+    and no words: task figures on it would mean nothing); made before the timing runs, so that a
+    gate naming a kind the model lacks fails at once."""
+    if config.task.gated and (dataset is None or len(config.models) < 2):
+        raise ModelcrunchError("task gates compare models on real inputs: give a candidate and --inputs DATA")
+    if len(config.models) < 2 or dataset is None:
+        return None
+    metric = load_metric(config.task.metric) if config.task.metric else None
+    judge = Judge(
+        config.models[0],
+        dataset,
+        targets=config.task.targets(),
+        kinds=config.task.kinds,
+        metric=metric,
+        provider=config.provider,
+        threads=config.threads,
+        describe=source,
+    )
+    kinds = {spec.kind for spec in judge.specs.values()}
+    for key in config.task.given:
+        kind, flag = TASK_KEYS[key]
+        if kind not in kinds:
+            raise ModelcrunchError(f"{flag}: no output of this model is of kind {kind} (see --output-kind)")
+    return judge
