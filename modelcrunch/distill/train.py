@@ -7,8 +7,8 @@ parameters) is run in torch, and Adam lowers the sum of the per-output losses (:
 Before the first step the student's torch translation is compared with ONNX Runtime on held-out
 samples: ``max|torch - ort| <= tolerance * max|ort|`` per output, or training is refused. A fixed,
 seeded share of the samples (``holdout``) is never trained on; after every epoch the student is
-judged on it (the held-out figure: the quality judge's when present, else top-1 agreement for class
-outputs and mean cosine otherwise, worst over outputs; the held-out loss breaks ties). The best
+judged on it (the held-out figure: the quality judge's task figures on the student run in ONNX
+Runtime, worst over outputs; the held-out loss breaks ties). The best
 epoch's weights are kept (epoch 0 is the student as given, so the result is never worse on the
 held-out figure), training stops after ``patience`` epochs without a better figure, at
 ``time_budget`` seconds, or after ``epochs``. Checkpoints (``checkpoint``) are written after each
@@ -40,6 +40,7 @@ from modelcrunch.distill.config import DistillConfig
 from modelcrunch.distill.graph import GraphModule, UnsupportedModel, apply_weights, feeds_to_torch
 from modelcrunch.distill.losses import LossSpec, feature_loss, infer_loss_specs, output_loss
 from modelcrunch.errors import ModelcrunchError
+from modelcrunch.runtime.judge import Judge
 from modelcrunch.runtime.session import make_session, run_checked
 
 logger = logging.getLogger(__name__)
@@ -187,44 +188,31 @@ def translation_error(module: GraphModule, session, feeds: Sequence[Mapping[str,
 
 
 # ---- the held-out figure ----------------------------------------------------------------------
-def _local_figure(spec: LossSpec, s: np.ndarray, t: np.ndarray) -> float:
-    if spec.kind == "classes" and spec.axis is not None and s.shape[spec.axis] > 1:
-        return float(np.mean(np.argmax(s, axis=spec.axis) == np.argmax(t, axis=spec.axis)))
-    a = s.reshape(s.shape[0], -1).astype(np.float64)
-    b = t.reshape(t.shape[0], -1).astype(np.float64)
-    if spec.kind == "detection":
-        axis = spec.axis or 1
-        a = np.moveaxis(s, axis, -1)[..., 4:].reshape(s.shape[0], -1).astype(np.float64)
-        b = np.moveaxis(t, axis, -1)[..., 4:].reshape(t.shape[0], -1).astype(np.float64)
-    cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
-    return float(cos.mean())
-
-
 class _Evaluator:
-    """Held-out loss and figure of the student in torch against the teacher's cached outputs."""
+    """The held-out loss (torch, against the teacher's cached outputs) and the held-out figure: the
+    quality judge's verdict (``runtime/judge.py``) on the student with the current weights, run in
+    ONNX Runtime, i.e. the task figure each output's kind is judged by everywhere else (detection F1,
+    top-1 along the class axis, pooled embedding cosine, mask IoU, ...): ``Verdict.quality``, the
+    worst gated figure."""
 
-    def __init__(self, module: GraphModule, specs: dict[str, LossSpec], batches, targets, temperature: float):
+    def __init__(self, module: GraphModule, specs: dict[str, LossSpec], batches, targets, temperature: float,
+                 judge: Judge, student: ir.Model):  # fmt: skip
         self.module, self.specs, self.batches, self.targets = module, specs, batches, targets
-        self.temperature = temperature
-        self.name = "worst of " + ", ".join(
-            f"{n}: {'top-1 agreement' if s.kind == 'classes' else 'mean cosine'}" for n, s in specs.items()
-        )
+        self.temperature, self.judge, self.student = temperature, judge, student
+        self.name = "the judge's worst task figure"
 
     def __call__(self) -> tuple[float, float]:
-        losses, outs = [], {n: [] for n in self.specs}
+        losses = []
         with torch.no_grad():
             for feed, target in zip(self.batches, self.targets, strict=True):
                 got = self.module(feeds_to_torch(feed))
                 losses.append(float(sum(output_loss(self.specs[n], got[n], target[n], self.temperature)
                                         for n in self.specs)))  # fmt: skip
-                for n in self.specs:
-                    outs[n].append((got[n].numpy(), target[n].numpy()))
-        figures = []
-        for n, spec in self.specs.items():
-            s = np.concatenate([o[0] for o in outs[n]])
-            t = np.concatenate([o[1] for o in outs[n]])
-            figures.append(_local_figure(spec, s, t))
-        return float(np.mean(losses)), min(figures)
+        apply_weights(self.student, self.module.export())  # the best epoch's are applied at the end
+        verdict = self.judge(self.student)
+        figures = ", ".join(f"{f.output}: {f.figure}" for f in verdict.gated)
+        self.name = f"the judge's worst task figure ({figures})" if figures else self.name
+        return float(np.mean(losses)), verdict.quality
 
 
 # ---- checkpoints -------------------------------------------------------------------------------
@@ -311,7 +299,8 @@ def distill_model(
     specs = infer_loss_specs(
         teacher, {n: held_targets[0][n].numpy() for n in (v.name for v in teacher.graph.outputs)}
     )
-    evaluate = _Evaluator(module, specs, held_batches, held_targets, config.temperature)
+    judge = Judge(teacher, held, threads=config.threads, describe=f"{len(held)} held-out samples")
+    evaluate = _Evaluator(module, specs, held_batches, held_targets, config.temperature, judge, student)
     optimizer = torch.optim.Adam(module.parameters(), lr=config.lr)
     # Linear warm-up over the first epoch: Adam's first steps are lr-sized whatever the gradient,
     # which knocks a student that starts close to its teacher away from it.
