@@ -28,7 +28,8 @@ from modelcrunch.runtime.judge import Judge, Targets, Verdict, load_metric
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-#: A pruned/factorized model slower than the original beyond this latency ratio is not a success.
+#: Without a confidence interval, a pruned/factorized model slower than the original beyond this
+#: latency ratio is not a success (with one: the whole interval above 1, ``speed_verdict``).
 SLOWER_ABOVE = 1.05
 
 
@@ -145,16 +146,24 @@ def strongest(
     return None, attempts
 
 
-def speed_verdict(ratio: float | None, quality: Quality) -> tuple[bool, str | None]:
-    """(passes, why not) for a measured latency ratio against the original."""
+def speed_verdict(
+    ratio: float | None, quality: Quality, interval: tuple[float, float] | None = None
+) -> tuple[bool, str | None]:
+    """(passes, why not) for a measured latency ratio against the original. Slower means the whole
+    95 % interval of the interleaved ratio (``bench.ratio_interval``) lies above 1, or, without an
+    interval, a ratio above ``SLOWER_ABOVE``: an identical-speed model is not called slower on noise,
+    a measurably slower one never passes."""
     if ratio is None:
         return (not quality.require_faster), ("--require-faster: latency was not measured"
                                                if quality.require_faster else None)  # fmt: skip
     if quality.require_faster and ratio >= 0.97:
         return False, f"--require-faster: {ratio:.2f}x the original's latency is not faster"
-    if ratio > SLOWER_ABOVE and not quality.allow_slower:
+    slower = ratio > SLOWER_ABOVE or (interval is not None and interval[0] > 1.0)
+    if slower and not quality.allow_slower:
+        measured = f" (95 % interval {interval[0]:.3f}-{interval[1]:.3f})" if interval else ""
         return (
             False,
-            f"{ratio:.2f}x the original's latency: SLOWER than the original (--allow-slower accepts it)",
+            f"{ratio:.2f}x the original's latency{measured}: SLOWER than the original "
+            "(--allow-slower accepts it)",
         )
     return True, None

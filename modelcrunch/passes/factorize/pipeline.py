@@ -96,7 +96,7 @@ def factorize_file(
         (model, report), verdict = attempt(None)
     staged = stage_model(model, output, source=model_path, overwrite_input=overwrite_input)
     bench = None
-    ratio = None
+    ratio = interval = None
     if measure_results:
         feed = next(iter(split.judged.batches(1))) if isinstance(split.judged, Dataset) else fallback
         result = benchmark(
@@ -108,7 +108,8 @@ def factorize_file(
             on_progress=on_progress,
         )
         bench, ratio = result.to_dict(), result.ratios[1].latency
-    fast_enough, slow_note = speed_verdict(ratio, quality)
+        interval = result.ratios[1].latency_ci
+    fast_enough, slow_note = speed_verdict(ratio, quality, interval)
     if slow_note:
         notes.append(slow_note)
     passed = verdict.passed and fast_enough

@@ -227,7 +227,7 @@ def prune_file(
     if config.sparse_storage:
         fields["sparse_storage"] = store_sparse(written)
     fields["fidelity"] = verdict.fidelity
-    ratio = None
+    ratio = interval = None
     if config.measure:
         feed = (
             next(iter(split.judged.batches(config.bench_batch)))
@@ -241,8 +241,8 @@ def prune_file(
             time_budget_s=config.bench_seconds,
             on_progress=on_progress,
         )
-        ratio = fields["latency"].ratios[1].latency
-    fast_enough, slow_note = speed_verdict(ratio, quality)
+        ratio, interval = fields["latency"].ratios[1].latency, fields["latency"].ratios[1].latency_ci
+    fast_enough, slow_note = speed_verdict(ratio, quality, interval)
     if config.measure and config.structured is not None:
         notes += _speed_notes(fields["latency"], config.structured.round_to)
     if slow_note:
