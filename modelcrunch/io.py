@@ -335,13 +335,15 @@ def input_files(source: str | os.PathLike) -> list[Path]:
     return files
 
 
-def _refuse_input(dest: Path, source: Path, what: str) -> None:
+def refuse_input(dest: Path, source: Path, what: str, *, hint: bool = True) -> None:
+    """Raise unless ``dest`` is none of the files the model at ``source`` is made of (``hint``: say
+    that --overwrite-input allows the model file itself)."""
     for part in input_files(source):
         if _same_file(dest, part) or dest.resolve() == part.resolve():
             role = "the input model" if part == source else f"the input model's external data ({part.name})"
             raise ModelcrunchError(
                 f"{dest}: refusing to overwrite {role} with the {what}; choose another output path"
-                + (" (or pass --overwrite-input)" if part == source else "")
+                + (" (or pass --overwrite-input)" if part == source and hint else "")
             )
 
 
@@ -403,7 +405,7 @@ def stage_model(
         if source is not None:
             source = Path(source)
             if not overwrite_input:
-                _refuse_input(dest, source, "output model")
+                refuse_input(dest, source, "output model")
         if dest.is_dir():
             raise ModelcrunchError(f"{dest}: is a folder; give a file path for the output model")
         if dest.exists() and not dest.is_file():
@@ -416,7 +418,7 @@ def stage_model(
             and source is not None
             and not (overwrite_input and _same_file(dest, source))
         ):
-            _refuse_input(dest.parent / data_name, source, "output's external data")
+            refuse_input(dest.parent / data_name, source, "output's external data")
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp_dir = Path(tempfile.mkdtemp(prefix=".mc.", suffix=".tmp", dir=dest.parent))
     except OSError as exc:

@@ -71,3 +71,31 @@ def test_task_gates_need_real_inputs_and_a_matching_kind(tmp_path):
     # --output-kind overrides the inference: judged as a generic tensor, the F1 gate has no detection
     generic = _bench(src, bad, "--inputs", data, "--min-f1", "0.9", "--output-kind", "output0=generic")
     assert generic.exit_code == 2 and "no output of this model is of kind detection" in generic.stderr
+
+
+def test_integer_outputs_are_not_shown_missed_without_a_task_gate(tmp_path):
+    from onnx import TensorProto, helper
+
+    def argmax_model(scale: float):
+        w = numpy_helper.from_array((np.eye(4, 3) * scale).astype(np.float32), "w")
+        nodes = [
+            helper.make_node("MatMul", ["x", "w"], ["y"]),
+            helper.make_node("ArgMax", ["y"], ["k"], axis=1),
+        ]
+        graph = helper.make_graph(
+            nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+            [helper.make_tensor_value_info("k", TensorProto.INT64, ["N", 1])], [w],
+        )  # fmt: skip
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+    a, b = (
+        save_proto(argmax_model(1.0), tmp_path / "a.onnx"),
+        save_proto(argmax_model(-1.0), tmp_path / "b.onnx"),
+    )
+    np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32))
+    plain = _bench(a, b, "--inputs", tmp_path / "d.npz")
+    assert plain.exit_code == 0, plain.stderr
+    (task,) = json.loads(plain.stdout)["task"]
+    assert task["passed"] and all(f["target"] is None for f in task["figures"])
+    strict = _bench(a, b, "--inputs", tmp_path / "d.npz", "--task-targets")
+    assert strict.exit_code == 3 and "k: identical" in strict.stderr

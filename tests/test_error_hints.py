@@ -37,6 +37,12 @@ ALLOWED: dict[tuple[str, str], set[str]] = {
     # distill infers output kinds and shapes with no overrides: the override parsers never run
     **{("modelcrunch.runtime.semantics", o): {"distill"} for o in ("--output-kind", "--task")},
     ("modelcrunch.shapes", "--shape"): {"distill"},
+    ("modelcrunch.runtime.judge", "--metric"): {"distill"},  # distill's judge has no user metric
+    # factorize never asks check_distill_options about sparsity (it has no sparse modes)
+    **{
+        ("modelcrunch.cli._distill_hook", o): {"factorize"}
+        for o in ("--sparsity", "--threshold", "--pattern", "--structured")
+    },
 }
 
 

@@ -28,7 +28,14 @@ from modelcrunch.cli._common import (
     shapes_option,
     stdout,
 )
-from modelcrunch.cli._distill_hook import DistillBudgetOpt, DistillFlag, check_distill_options, distill_after
+from modelcrunch.cli._distill_hook import (
+    DistillBudgetOpt,
+    DistillFlag,
+    check_distill_options,
+    distill_after,
+    passed_after,
+    render_distilled,
+)
 from modelcrunch.cli._quality import (
     AllowSlowerOpt,
     HoldoutOpt,
@@ -47,7 +54,6 @@ from modelcrunch.cli._quality import (
 from modelcrunch.data import load_dataset
 from modelcrunch.passes.factorize import FactorizeConfig, RankPolicy
 from modelcrunch.passes.factorize.pipeline import SEARCH_ENERGIES, factorize_file
-from modelcrunch.render.distill import render_distill
 from modelcrunch.render.factorize import render_factorize
 from modelcrunch.render.verdict import miss_line
 
@@ -112,7 +118,9 @@ def factorize_cmd(
     debug: DebugOpt = False,
 ) -> None:
     """Factorize MatMul/Gemm/Conv weights into low-rank pairs (SVD, channel, spatial, Tucker-2)."""
-    distill_budget_s = check_distill_options(distill, calibration, distill_budget)
+    distill_budget_s = check_distill_options(
+        distill, calibration, distill_budget, overwrite_input=overwrite_input
+    )
     quality = quality_from_locals(locals())
     policy = RankPolicy.from_options(
         rank_ratio=rank_ratio,
@@ -141,11 +149,27 @@ def factorize_cmd(
             batch=batch,
             on_progress=on_progress,
         )
-    distilled = distill_after(distill, model, output, calib, distill_budget_s, quiet=quiet, threads=threads)
+    written = report.extra.get("passed", True) or quality.keep_best
+    distilled = distill_after(
+        distill,
+        model,
+        output,
+        written,
+        calib,
+        evaluation,
+        quality,
+        distill_budget_s,
+        quiet=quiet,
+        threads=threads,
+    )
+    passed = passed_after(report.extra.get("passed", True), distilled, report.notes)
     if json_out:
-        emit_json({**report.to_dict(), **({"distill": distilled.to_dict()} if distilled else {})})
+        emit_json(
+            {**report.to_dict(), **({"distill": distilled.to_dict(), "passed": passed} if distilled else {})}
+        )
     elif not quiet:
         render_factorize(report, stdout)
         if distilled:
-            render_distill(distilled, stdout)
-    exit_missed(report.extra.get("passed", True), miss_line(report.extra.get("verdict"), report.notes))
+            render_distilled(distilled, stdout)
+    verdict = distilled.verdict.to_dict() if distilled else report.extra.get("verdict")
+    exit_missed(passed, miss_line(verdict, report.notes))

@@ -28,7 +28,14 @@ from modelcrunch.cli._common import (
     shapes_option,
     stdout,
 )
-from modelcrunch.cli._distill_hook import DistillBudgetOpt, DistillFlag, check_distill_options, distill_after
+from modelcrunch.cli._distill_hook import (
+    DistillBudgetOpt,
+    DistillFlag,
+    check_distill_options,
+    distill_after,
+    passed_after,
+    render_distilled,
+)
 from modelcrunch.cli._quality import (
     AllowSlowerOpt,
     HoldoutOpt,
@@ -48,7 +55,6 @@ from modelcrunch.data import load_dataset
 from modelcrunch.passes.prune.nm import parse_pattern
 from modelcrunch.passes.prune.pipeline import SEARCH_RATIOS, PruneConfig, prune_file
 from modelcrunch.passes.prune.structured import StructuredOptions
-from modelcrunch.render.distill import render_distill
 from modelcrunch.render.prune import render_prune
 from modelcrunch.render.verdict import miss_line
 from modelcrunch.runtime.kernels import conv_channel_multiple
@@ -123,7 +129,13 @@ def prune_cmd(
 ) -> None:
     """Prune a model: structured channels (--structured), magnitude (--sparsity) or N:M (--pattern)."""
     excluded = tuple(exclude or ())
-    distill_budget_s = check_distill_options(distill, calibration, distill_budget)
+    distill_budget_s = check_distill_options(
+        distill,
+        calibration,
+        distill_budget,
+        overwrite_input=overwrite_input,
+        sparse=not structured,
+    )
     quality = quality_from_locals(locals())
     config = PruneConfig(
         structured=StructuredOptions(
@@ -165,11 +177,27 @@ def prune_cmd(
             quality=quality,
             on_progress=on_progress,
         )
-    distilled = distill_after(distill, model, output, calib, distill_budget_s, quiet=quiet, threads=threads)
+    written = report.output is not None
+    distilled = distill_after(
+        distill,
+        model,
+        output,
+        written,
+        calib,
+        evaluation,
+        quality,
+        distill_budget_s,
+        quiet=quiet,
+        threads=threads,
+    )
+    passed = passed_after(report.passed, distilled, report.notes)
     if json_out:
-        emit_json({**report.to_dict(), **({"distill": distilled.to_dict()} if distilled else {})})
+        emit_json(
+            {**report.to_dict(), **({"distill": distilled.to_dict(), "passed": passed} if distilled else {})}
+        )
     elif not quiet:
         render_prune(report, stdout)
         if distilled:
-            render_distill(distilled, stdout)
-    exit_missed(report.passed, miss_line(report.verdict, report.notes))
+            render_distilled(distilled, stdout)
+    verdict = distilled.verdict.to_dict() if distilled else report.verdict
+    exit_missed(passed, miss_line(verdict, report.notes))

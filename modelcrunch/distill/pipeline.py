@@ -14,7 +14,7 @@ import onnx_ir as ir
 
 from modelcrunch.data import Dataset
 from modelcrunch.distill import require_torch
-from modelcrunch.io import load_model, save_model
+from modelcrunch.io import load_model, refuse_input, save_model
 
 
 def distill_file(
@@ -33,6 +33,8 @@ def distill_file(
     from modelcrunch.distill.train import DistillConfig, DistillReport, distill_model
 
     config = config or DistillConfig()
+    if not isinstance(teacher, ir.Model):
+        refuse_input(Path(output), Path(teacher), "distilled student", hint=False)  # an input too
     student_model = load_model(student)
     teacher_model = teacher if isinstance(teacher, ir.Model) else load_model(teacher)
     trained, report = distill_model(

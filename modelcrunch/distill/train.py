@@ -26,7 +26,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,7 @@ from modelcrunch.distill.losses import LossSpec, feature_loss, infer_loss_specs,
 from modelcrunch.errors import ModelcrunchError
 from modelcrunch.runtime.judge import Judge
 from modelcrunch.runtime.session import make_session, run_checked
+from modelcrunch.shapes import data_batch
 
 logger = logging.getLogger(__name__)
 CHECKPOINT_FILE = "distill_checkpoint.pt"
@@ -267,6 +268,9 @@ def distill_model(
     if not module.param_index:
         raise ModelcrunchError("the student has no float weights distill can train")
     student_session = make_session(student, threads=config.threads)
+    # a model with a fixed leading dim (exported at batch 1) takes its samples one per run
+    dims = {v.name: list(v.shape.dims) if v.shape is not None else None for v in student.graph.inputs}
+    config = replace(config, batch_size=data_batch(dims, config.batch_size))
     held_batches = _batches(held, range(len(held)), config.batch_size)
     error = translation_error(module, student_session, held_batches[:2])
     if not error <= config.tolerance:

@@ -138,16 +138,11 @@ def check_gates(
     return gates
 
 
-def task_gates(
-    verdicts: Sequence[Verdict], model_names: Sequence[str], *, exact: bool = False
-) -> list[GateResult]:
-    """One gate per gated task figure of each candidate's verdict (``model_names[k + 1]``); integer
-    outputs' "identical" figure only with ``exact`` (every default target asked for)."""
+def task_gates(verdicts: Sequence[Verdict], model_names: Sequence[str]) -> list[GateResult]:
+    """One gate per gated task figure of each candidate's verdict (``model_names[k + 1]``)."""
     gates = []
     for name, verdict in zip(model_names[1:], verdicts, strict=True):
         for figure in verdict.gated:
-            if figure.figure == "identical" and not exact:
-                continue
             label = f"{figure.output}: {figure.figure}" if figure.output != "*" else figure.figure
             value = figure.value if math.isfinite(figure.value) else None
             gates.append(GateResult(label, name, value, figure.target, figure.passed, figure.upper))

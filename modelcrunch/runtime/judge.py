@@ -439,6 +439,9 @@ class Judge:
             raise ModelcrunchError(
                 f"the candidate has {len(cand_names)} outputs, the reference {len(self.output_names)}"
             )
+        # outputs pair by name where the names match (a rewrite may reorder them), else by position
+        same = sorted(cand_names) == sorted(self.output_names)
+        order = [cand_names.index(n) for n in self.output_names] if same else range(len(cand_names))
         metrics = {n: OutputMetrics(self.specs[n]) for n in self.output_names}
         stats = {n: _OutputStats(n) for n in self.output_names}
         kept_feeds, kept_refs, kept_cands = [], [], []
@@ -449,6 +452,7 @@ class Judge:
                 break
             refs = self._reference_outputs(index)
             cands = [np.asarray(o) for o in run_checked(session, feed, name="the candidate model")]
+            cands = [cands[k] for k in order]
             for name, r, c in zip(self.output_names, refs, cands, strict=True):
                 metrics[name].update(r, c, feed)
                 stats[name].update(r, c)

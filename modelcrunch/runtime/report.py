@@ -81,10 +81,12 @@ class TaskGates:
     def gated(self) -> bool:
         return bool(self.given) or self.defaults or self.metric is not None
 
-    def targets(self) -> Targets:
-        """Targets with every figure not asked for switched off (0), unless ``defaults``."""
+    def targets(self, limits: GateLimits) -> Targets:
+        """Targets with every figure not asked for switched off (0), unless ``defaults`` (then bench's
+        own ``--min-cosine``/``--min-top1-agreement`` replace the judge's defaults of those)."""
         if self.defaults:
-            return Targets(**self.given)
+            own = {"min_cosine": limits.min_cosine, "min_top1": limits.min_top1_agreement}
+            return Targets(**self.given, **{k: v for k, v in own.items() if v is not None})
         off = {key: 0.0 for key in (*TASK_KEYS, "min_cosine", "min_top1")}
         return Targets(**{**off, **self.given})
 
@@ -252,11 +254,11 @@ def run_bench(config: BenchConfig, *, on_progress: ProgressFn | None = None) -> 
             on_progress=on_progress,
             total=total,
         )
-    verdicts = [judge(model) for model in config.models[1:]] if judge is not None else []
+    verdicts = [_ungated_exact(judge(m), config.task) for m in config.models[1:]] if judge else []
     report = BenchReport(config, names, results, evaluation, source, verdicts=verdicts)
     gates = check_gates(config.limits, results, evaluation.fidelity if evaluation else [], names)
     if config.task.gated:
-        gates += task_gates(verdicts, names, exact=config.task.defaults)
+        gates += task_gates(verdicts, names)
     return replace(report, gates=gates)
 
 
@@ -272,7 +274,7 @@ def _judge(config: BenchConfig, dataset: Dataset | None, source: str) -> Judge |
     judge = Judge(
         config.models[0],
         dataset,
-        targets=config.task.targets(),
+        targets=config.task.targets(config.limits),
         kinds=config.task.kinds,
         metric=metric,
         provider=config.provider,
@@ -285,3 +287,12 @@ def _judge(config: BenchConfig, dataset: Dataset | None, source: str) -> Judge |
         if kind not in kinds:
             raise ModelcrunchError(f"{flag}: no output of this model is of kind {kind} (see --output-kind)")
     return judge
+
+
+def _ungated_exact(verdict: Verdict, task: TaskGates) -> Verdict:
+    """Integer outputs' "identical" figure is a target only under ``--task-targets``: a bench with no
+    task gate must not show a miss it does not gate."""
+    if task.defaults:
+        return verdict
+    figures = [replace(f, target=None) if f.figure == "identical" else f for f in verdict.figures]
+    return replace(verdict, figures=figures)
