@@ -165,6 +165,15 @@ def test_class_sequence_embedding_map_and_scalar_figures():
     scalar.update(np.array([[0.2], [0.7]]), np.array([[0.3], [0.4]]), {})
     ((name, agreement, details),) = scalar.figures()
     assert agreement == 0.5 and details["max_abs_diff"] == pytest.approx(0.3)
+    logit = Scalar(OutputSpec("p", "scalar", ""))  # both signs: a logit, decided at 0
+    logit.update(np.array([[-1.0], [2.0]]), np.array([[0.5], [1.5]]), {})
+    assert logit.figures()[0][:2] == ("decision agreement", 0.5)
+    # a MOS-like score (one sign, outside [0, 1]) has no decision: any drift would agree in sign
+    mos = Scalar(OutputSpec("mos", "scalar", ""))
+    mos.update(np.array([[3.0], [4.0]]), np.array([[3.3], [3.6]]), {})
+    ((name, closeness, _),) = mos.figures()
+    assert name == "score closeness" and closeness == pytest.approx(1 - 0.7 / 7.0)
+    assert Targets().target_for("scalar", name) == 0.99
 
 
 def test_held_out_split_is_seeded_disjoint_and_keeps_labels():

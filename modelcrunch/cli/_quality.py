@@ -25,7 +25,8 @@ TARGET_HELP = {
     "--min-mask-iou": "per-sample mask IoU of probability maps, mean (default 0.985; worst: 0.085 less)",
     "--min-f1": "detection F1 against the original's decoded detections at IoU 0.5 (default 0.95)",
     "--min-string-agreement": "share of CTC-decoded strings identical to the original's (default 0.95)",
-    "--min-decision-agreement": "scalar scores' decisions at 0.5 that agree (default 0.99)",
+    "--min-decision-agreement": "scalar outputs: decisions at 0.5 (or 0) that agree; score closeness for "
+    "scores outside [0, 1] (default 0.99)",
 }
 MinCosineOpt = Annotated[float | None, _fraction("--min-cosine")]
 MinTop1Opt = Annotated[float | None, _fraction("--min-top1-agreement")]

@@ -108,7 +108,7 @@ def bench_cmd(
         float | None, _gate("share of CTC-decoded strings identical to the first model's at least this.")
     ] = None,
     min_decision_agreement: Annotated[
-        float | None, _gate("scalar scores' decisions at 0.5 that agree at least this.")
+        float | None, _gate("scalar decisions that agree (score closeness outside [0, 1]) at least this.")
     ] = None,
     task_targets: Annotated[
         bool,

@@ -112,6 +112,7 @@ class Targets:
             "string agreement": "min_strings",
             "mask IoU (mean per sample)": "min_mask_iou",
             "decision agreement": "min_decisions",
+            "score closeness": "min_decisions",
         }.get(figure)
         if figure == "identical":
             return 1.0

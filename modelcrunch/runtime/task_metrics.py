@@ -360,22 +360,41 @@ class Map:
 
 
 class Scalar:
+    """One value per sample. Read over all samples: probabilities (all in [0, 1]) are decisions at
+    0.5, logits (both signs) decisions at 0; a score of one sign outside [0, 1] (a MOS in 1-5, a
+    regression) has no decision: its figure is the closeness ``1 - mean|c - r| / mean|r|`` (sign
+    agreement would pass any drift)."""
+
     def __init__(self, spec: OutputSpec) -> None:
         self.spec = spec
-        self.agree = self.count = 0
+        self.agree = {0.5: 0, 0.0: 0}
+        self.count = 0
         self.max_abs = 0.0
+        self.low, self.high = math.inf, -math.inf
+        self.abs_diff = self.abs_ref = 0.0
 
     def update(self, ref: np.ndarray, cand: np.ndarray, feed: Mapping) -> None:
         r, c = ref.astype(np.float64).reshape(-1), cand.astype(np.float64).reshape(-1)
-        threshold = 0.5 if r.size and r.min() >= 0.0 and r.max() <= 1.0 else 0.0
-        self.agree += int(np.sum((r > threshold) == (c > threshold)))
+        if not r.size:
+            return
+        for threshold in self.agree:
+            self.agree[threshold] += int(np.sum((r > threshold) == (c > threshold)))
         self.count += r.size
-        if r.size:
-            self.max_abs = max(self.max_abs, float(np.max(np.abs(r - c))))
+        self.max_abs = max(self.max_abs, float(np.max(np.abs(r - c))))
+        self.low, self.high = min(self.low, float(r.min())), max(self.high, float(r.max()))
+        self.abs_diff += float(np.sum(np.abs(r - c)))
+        self.abs_ref += float(np.sum(np.abs(r)))
 
     def figures(self) -> list[Figure]:
-        agreement = self.agree / self.count if self.count else 1.0
-        return [("decision agreement", agreement, {"values": self.count, "max_abs_diff": self.max_abs})]
+        details = {"values": self.count, "max_abs_diff": self.max_abs}
+        if not self.count:
+            return [("decision agreement", 1.0, details)]
+        if self.low >= 0.0 and self.high <= 1.0:
+            return [("decision agreement", self.agree[0.5] / self.count, {**details, "threshold": 0.5})]
+        if self.low < 0.0 < self.high:
+            return [("decision agreement", self.agree[0.0] / self.count, {**details, "threshold": 0.0})]
+        closeness = 1.0 - self.abs_diff / max(self.abs_ref, 1e-12)
+        return [("score closeness", closeness, {**details, "range": [self.low, self.high]})]
 
 
 class Generic:
