@@ -281,3 +281,21 @@ def test_slower_means_the_whole_latency_interval_above_one():
     assert not ok and "SLOWER" in why and "95 % interval 1.004-1.020" in why
     assert not speed_verdict(1.06, quality)[0]  # no interval: the fixed margin
     assert speed_verdict(1.2, Quality(allow_slower=True), (1.1, 1.3)) == (True, None)
+
+
+def test_a_few_scores_all_above_one_are_not_class_logits(tmp_path):
+    from onnx import TensorProto, helper
+
+    w = numpy_helper.from_array((RNG.standard_normal((8, 3)) * 0.1).astype(np.float32), "w")
+    b = numpy_helper.from_array(np.full(3, 3.0, np.float32), "b")  # MOS-like: around 3 on a 1-5 scale
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w", "b"], ["mos"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+        [helper.make_tensor_value_info("mos", TensorProto.FLOAT, ["N", 3])], [w, b],
+    )  # fmt: skip
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = load_model(save_proto(proto, tmp_path / "mos.onnx"))
+    x = RNG.standard_normal((4, 8)).astype(np.float32)
+    scores = x @ numpy_helper.to_array(w) + 3.0
+    assert infer_specs(model, {"mos": scores})["mos"].kind == "scalar"
+    assert infer_specs(model, {"mos": scores - 3.0})["mos"].kind == "classes"  # both signs: logits

@@ -47,6 +47,8 @@ _PASS_THROUGH = frozenset({"Identity", "Cast", "Reshape", "Squeeze", "Unsqueeze"
 _EMBEDDING_WORDS = ("embed", "pool", "sentence", "feature", "vector", "hidden_state", "last_hidden")
 _MASK_WORDS = ("attention_mask", "input_mask", "mask")
 #: Logit columns up to this count read as classes (ImageNet's 1000 and 1001 included).
+#: A rank-2 head of at most this many columns whose values are all >= 1 is scores, not logits.
+FEW_SCORES = 8
 MAX_CLASSES = 1001
 
 
@@ -321,5 +323,10 @@ def _infer_one(model: ir.Model, output: ir.Value, values: np.ndarray | None) -> 
     if per_sample == 1 or rank <= 1:
         return OutputSpec(name, "scalar", "one value per sample")
     if rank == 2 and op in ("Gemm", "MatMul") and isinstance(shape[1], int) and 2 <= shape[1] <= MAX_CLASSES:
+        if shape[1] <= FEW_SCORES and values is not None and values.size and float(np.min(values)) >= 1.0:
+            # a few columns, every value >= 1 on the data: scores (DNSMOS's SIG/BAK/OVR in 1-5), not
+            # logits, whose argmax over 3 MOS values would mean nothing
+            return OutputSpec(name, "scalar", f"rank-2 {op} output of {shape[1]} columns, all values >= 1 "
+                              "on the data: scores (a regression), not class logits")  # fmt: skip
         return OutputSpec(name, "classes", f"rank-2 {op} output of {shape[1]} columns: class logits", 1)
     return OutputSpec(name, "generic", "no task pattern recognised")
