@@ -15,21 +15,34 @@ def optimize(model, calibration, out_dir, **options):  # noqa: ANN001, ANN003, A
     return run(model, calibration, out_dir, **options)
 
 
+#: One function per command (``modelcrunch/api.py``), imported when first used.
+COMMANDS = ("inspect", "quantize", "prune", "factorize", "bench", "distill")
+
 __all__ = [
     "GateFailed",
     "ModelcrunchError",
     "VerificationError",
     "__version__",
+    "bench",
+    "distill",
+    "factorize",
+    "inspect",
     "load_model",
     "model_size_bytes",
     "optimize",
+    "prune",
+    "quantize",
     "save_model",
 ]
 
 
-def __getattr__(name: str):  # the I/O functions import onnx: only when asked for (fast, interruptible start)
+def __getattr__(name: str):  # these import onnx: only when asked for (fast, interruptible start)
     if name in ("load_model", "model_size_bytes", "save_model"):
         from modelcrunch import io
 
         return getattr(io, name)
+    if name in COMMANDS:
+        from modelcrunch import api
+
+        return getattr(api, name)
     raise AttributeError(f"module 'modelcrunch' has no attribute {name!r}")

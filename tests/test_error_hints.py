@@ -56,13 +56,31 @@ def _modules() -> dict[str, ast.Module]:
     return {_module_name(p): ast.parse(p.read_text(), str(p)) for p in sorted(PACKAGE.rglob("*.py"))}
 
 
-def _imports(name: str) -> set[str]:
+def _api_nodes(tree: ast.Module, command: str) -> list[ast.AST]:
+    """``modelcrunch.api`` has one function per command: a command reaches its module-level imports
+    and the imports inside its own function only."""
+    nodes: list[ast.AST] = []
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef):
+            if node.name == command:
+                nodes += list(ast.walk(node))
+        else:
+            nodes.append(node)
+    return nodes
+
+
+def _imports(name: str, command: str = "") -> set[str]:
     """modelcrunch modules ``name`` imports anywhere in its body (package inits included)."""
     modules = _modules()
     found: set[str] = set()
     # the package's own __init__ runs for every command; its public API functions (optimize()) import
     # their machinery when called, which no command does: only its module-level imports count
-    nodes = modules[name].body if name == "modelcrunch" else ast.walk(modules[name])
+    if name == "modelcrunch":
+        nodes = modules[name].body
+    elif name == "modelcrunch.api":
+        nodes = _api_nodes(modules[name], command)
+    else:
+        nodes = ast.walk(modules[name])
     for node in nodes:
         targets: list[str] = []
         if isinstance(node, ast.Import):
@@ -83,13 +101,14 @@ def _imports(name: str) -> set[str]:
 
 
 def _reach(command_module: str) -> set[str]:
+    command = command_module.rsplit(".", 1)[-1]
     seen, todo = set(), [command_module]
     while todo:
         name = todo.pop()
         if name in seen:
             continue
         seen.add(name)
-        todo += sorted(_imports(name) - seen)
+        todo += sorted(_imports(name, command) - seen)
     return seen
 
 

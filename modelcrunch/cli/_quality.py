@@ -10,8 +10,6 @@ from typing import Annotated
 import typer
 
 from modelcrunch.passes.guard import Quality
-from modelcrunch.runtime.judge import Targets
-from modelcrunch.runtime.semantics import parse_kind_overrides
 
 
 # ---- the quality judge's options (quantize, prune, factorize; runtime/judge.py) ---------------
@@ -69,46 +67,11 @@ QUALITY_OPTIONS = (
 )  # fmt: skip
 
 
+def quality_options(values: dict) -> dict:
+    """The shared quality options, picked by name from a command's ``locals()``."""
+    return {name: values[name] for name in QUALITY_OPTIONS}
+
+
 def quality_from_locals(values: dict) -> Quality:
-    """``quality_from`` with the shared options picked by name from a command's ``locals()``."""
-    return quality_from(**{name: values[name] for name in QUALITY_OPTIONS})
-
-
-def quality_from(
-    *,
-    min_cosine: float | None,
-    min_top1_agreement: float | None,
-    min_mask_iou: float | None,
-    min_f1: float | None,
-    min_string_agreement: float | None,
-    min_decision_agreement: float | None,
-    max_drop: float | None,
-    output_kind: list[str] | None,
-    task: str | None,
-    metric: str | None,
-    holdout: float,
-    reference: Path | None,
-    keep_best: bool,
-    require_faster: bool,
-    allow_slower: bool,
-) -> Quality:
-    """The guard's options (``passes/guard.Quality``) from the shared quality options."""
-    targets = Targets(
-        min_cosine=min_cosine,
-        min_top1=min_top1_agreement,
-        min_strings=min_string_agreement,
-        min_f1=min_f1,
-        min_mask_iou=min_mask_iou,
-        min_decisions=min_decision_agreement,
-        max_drop=max_drop,
-    )
-    return Quality(
-        targets=targets,
-        kinds=parse_kind_overrides(output_kind, task),
-        metric=metric,
-        holdout=holdout,
-        reference=reference,
-        keep_best=keep_best,
-        require_faster=require_faster,
-        allow_slower=allow_slower,
-    )
+    """The guard's ``Quality`` from the shared options in a command's ``locals()``."""
+    return Quality.from_options(**quality_options(values))

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from modelcrunch import api
 from modelcrunch.cli._common import (
     BatchOpt,
     DebugOpt,
@@ -25,7 +26,6 @@ from modelcrunch.cli._common import (
     exit_missed,
     handle_errors,
     progress_bar,
-    shapes_option,
     stdout,
 )
 from modelcrunch.cli._distill_hook import (
@@ -49,11 +49,10 @@ from modelcrunch.cli._quality import (
     MinTop1Opt,
     ReferenceOpt,
     RequireFasterOpt,
-    quality_from_locals,
+    quality_options,
 )
 from modelcrunch.data import load_dataset
-from modelcrunch.passes.factorize import FactorizeConfig, RankPolicy
-from modelcrunch.passes.factorize.pipeline import SEARCH_ENERGIES, factorize_file
+from modelcrunch.passes.guard import Quality
 from modelcrunch.render.factorize import render_factorize
 from modelcrunch.render.verdict import miss_line
 
@@ -121,33 +120,31 @@ def factorize_cmd(
     distill_budget_s = check_distill_options(
         distill, calibration, distill_budget, overwrite_input=overwrite_input
     )
-    quality = quality_from_locals(locals())
-    policy = RankPolicy.from_options(
-        rank_ratio=rank_ratio,
-        energy=energy,
-        target_params=target_params,
-        target_macs=target_macs,
-        round_to=round_to,
-    )
-    given = any(v is not None for v in (rank_ratio, energy, target_params, target_macs))
-    config = FactorizeConfig(policy=policy, method=method, min_size=min_size, exclude=tuple(exclude or ()))
+    shared = quality_options(locals())
+    quality = Quality.from_options(**shared)
     calib = load_dataset(calibration) if calibration else None
     evaluation = load_dataset(eval_data) if eval_data else None
     with progress_bar(quiet or json_out) as on_progress:
-        report = factorize_file(
+        report = api.factorize(
             model,
             output,
-            config,
+            rank_ratio=rank_ratio,
+            energy=energy,
+            target_params=target_params,
+            target_macs=target_macs,
+            method=method,
+            round_to=round_to,
+            min_size=min_size,
+            exclude=exclude or (),
+            measure=not no_measure,
+            threads=threads,
             calibration=calib,
             evaluation=evaluation,
-            overwrite_input=overwrite_input,
-            measure_results=not no_measure,
-            threads=threads,
-            shapes=shapes_option(shape),
-            quality=quality,
-            search_energies=None if given else SEARCH_ENERGIES,
+            shape=shape,
             batch=batch,
+            overwrite_input=overwrite_input,
             on_progress=on_progress,
+            **shared,
         )
     written = report.extra.get("passed", True) or quality.keep_best
     distilled = distill_after(

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from modelcrunch import api
 from modelcrunch.cli._common import (
     BatchOpt,
     DebugOpt,
@@ -25,7 +26,6 @@ from modelcrunch.cli._common import (
     exit_missed,
     handle_errors,
     progress_bar,
-    shapes_option,
     stdout,
 )
 from modelcrunch.cli._distill_hook import (
@@ -49,15 +49,12 @@ from modelcrunch.cli._quality import (
     MinTop1Opt,
     ReferenceOpt,
     RequireFasterOpt,
-    quality_from_locals,
+    quality_options,
 )
 from modelcrunch.data import load_dataset
-from modelcrunch.passes.prune.nm import parse_pattern
-from modelcrunch.passes.prune.pipeline import SEARCH_RATIOS, PruneConfig, prune_file
-from modelcrunch.passes.prune.structured import StructuredOptions
+from modelcrunch.passes.guard import Quality
 from modelcrunch.render.prune import render_prune
 from modelcrunch.render.verdict import miss_line
-from modelcrunch.runtime.kernels import conv_channel_multiple
 
 Opt = typer.Option
 
@@ -128,7 +125,6 @@ def prune_cmd(
     debug: DebugOpt = False,
 ) -> None:
     """Prune a model: structured channels (--structured), magnitude (--sparsity) or N:M (--pattern)."""
-    excluded = tuple(exclude or ())
     distill_budget_s = check_distill_options(
         distill,
         calibration,
@@ -136,46 +132,38 @@ def prune_cmd(
         overwrite_input=overwrite_input,
         sparse=not structured,
     )
-    quality = quality_from_locals(locals())
-    config = PruneConfig(
-        structured=StructuredOptions(
-            ratio=0.3 if ratio is None else ratio,
-            scope=scope,
-            importance=importance,
-            min_channels=min_channels,
-            min_keep_ratio=min_keep_ratio,
-            round_to=round_to if round_to is not None else conv_channel_multiple(),
-            heads=heads,
-            exclude=excluded,
-        )
-        if structured
-        else None,
-        sparsity=sparsity,
-        threshold=threshold,
-        pattern=parse_pattern(pattern) if pattern else None,
-        scope=scope,
-        all_weights=all_weights,
-        exclude=excluded,
-        sparse_storage=sparse_storage,
-        repair=not no_repair,
-        measure=not no_measure,
-        threads=threads,
-        search_ratios=SEARCH_RATIOS if structured and ratio is None else None,
-        shapes=shapes_option(shape),
-        batch=batch,
-    )
+    shared = quality_options(locals())
+    quality = Quality.from_options(**shared)
     calib = load_dataset(calibration) if calibration else None
     evaluation = load_dataset(eval_data) if eval_data else None
     with progress_bar(quiet or json_out) as on_progress:
-        report = prune_file(
+        report = api.prune(
             model,
             output,
-            config,
+            structured=structured,
+            ratio=ratio,
+            importance=importance,
+            scope=scope,
+            min_channels=min_channels,
+            min_keep_ratio=min_keep_ratio,
+            round_to=round_to,
+            heads=heads,
+            exclude=exclude or (),
+            sparsity=sparsity,
+            threshold=threshold,
+            pattern=pattern,
+            all_weights=all_weights,
+            sparse_storage=sparse_storage,
+            repair=not no_repair,
+            measure=not no_measure,
+            threads=threads,
             calibration=calib,
             evaluation=evaluation,
+            shape=shape,
+            batch=batch,
             overwrite_input=overwrite_input,
-            quality=quality,
             on_progress=on_progress,
+            **shared,
         )
     written = report.output is not None
     distilled = distill_after(

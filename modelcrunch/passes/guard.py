@@ -15,6 +15,7 @@ which original, to which targets; and the search for the strongest setting that 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ import numpy as np
 
 from modelcrunch.data import HOLDOUT, Dataset
 from modelcrunch.runtime.judge import Judge, Targets, Verdict, load_metric
+from modelcrunch.runtime.semantics import parse_kind_overrides
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +47,50 @@ class Quality:
     keep_best: bool = False  # write the result even when it misses the target (exit 3 all the same)
     require_faster: bool = False  # exit 3 unless the result is faster than the original
     allow_slower: bool = False  # a result slower than the original is not a failure
+
+    @classmethod
+    def from_options(
+        cls,
+        *,
+        min_cosine: float | None = None,
+        min_top1_agreement: float | None = None,
+        min_mask_iou: float | None = None,
+        min_f1: float | None = None,
+        min_string_agreement: float | None = None,
+        min_decision_agreement: float | None = None,
+        max_drop: float | None = None,
+        output_kind: Sequence[str] | Mapping[str, str] | None = None,
+        task: str | None = None,
+        metric: str | None = None,
+        holdout: float = HOLDOUT,
+        reference: str | os.PathLike | None = None,
+        keep_best: bool = False,
+        require_faster: bool = False,
+        allow_slower: bool = False,
+    ) -> Quality:
+        """From the shared quality options, by their command-line names (``output_kind``: a
+        ``{name: kind}`` mapping or ``NAME=KIND`` strings)."""
+        targets = Targets(
+            min_cosine=min_cosine,
+            min_top1=min_top1_agreement,
+            min_strings=min_string_agreement,
+            min_f1=min_f1,
+            min_mask_iou=min_mask_iou,
+            min_decisions=min_decision_agreement,
+            max_drop=max_drop,
+        )
+        if isinstance(output_kind, Mapping):
+            output_kind = [f"{name}={kind}" for name, kind in output_kind.items()]
+        return cls(
+            targets=targets,
+            kinds=parse_kind_overrides(list(output_kind or []), task),
+            metric=metric,
+            holdout=holdout,
+            reference=Path(reference) if reference is not None else None,
+            keep_best=keep_best,
+            require_faster=require_faster,
+            allow_slower=allow_slower,
+        )
 
 
 @dataclass(frozen=True)
