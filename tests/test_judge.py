@@ -4,6 +4,8 @@ detection gone)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -20,6 +22,7 @@ from modelcrunch.runtime.semantics import OutputSpec, infer_specs, parse_kind_ov
 from modelcrunch.runtime.task_metrics import Classes, Detection, Embedding, Map, Scalar, Sequence
 
 RNG = np.random.default_rng(0)
+SAMPLES = Path(__file__).resolve().parents[1] / "sample_models"
 
 
 def _kinds_data(n: int = 12) -> list[dict[str, np.ndarray]]:
@@ -299,3 +302,23 @@ def test_a_few_scores_all_above_one_are_not_class_logits(tmp_path):
     scores = x @ numpy_helper.to_array(w) + 3.0
     assert infer_specs(model, {"mos": scores})["mos"].kind == "scalar"
     assert infer_specs(model, {"mos": scores - 3.0})["mos"].kind == "classes"  # both signs: logits
+
+
+def test_repair_reads_a_spread_subset_of_slow_feeds_within_its_budget():
+    from modelcrunch.passes.prune.repair import _spread
+
+    assert _spread(list(range(24)), 4) == [0, 8, 15, 23]
+    assert _spread(list(range(3)), 3) == [0, 1, 2]
+
+
+def test_repair_with_slow_feeds_reads_fewer_and_says_so(tmp_path, monkeypatch):
+    import modelcrunch as mc
+    from modelcrunch.passes.prune import repair
+
+    monkeypatch.setattr(repair, "REPAIR_SECONDS", 1e-6)
+    monkeypatch.setattr(repair, "MIN_REPAIR_FEEDS", 2)
+    calib = load_dataset(SAMPLES / "cnn_digits_calib.npz")
+    report = mc.prune(SAMPLES / "cnn.onnx", tmp_path / "p.onnx", structured=True, ratio=0.3,
+                      calibration=calib, measure=False, keep_best=True)  # fmt: skip
+    (note,) = [n for n in report.notes if n.startswith("repair read 2 of")]
+    assert "evenly spread" in note and report.repaired

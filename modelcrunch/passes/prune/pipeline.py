@@ -125,7 +125,9 @@ def _prune(
         if calib is not None and config.repair and pruned:
             if judge is not None:
                 fields["fidelity_before_repair"] = judge(model).fidelity
-            fields["repaired"] = tuple(repair(original, model, decisions, calib, on_progress=on_progress))
+            fields["repaired"] = tuple(
+                repair(original, model, decisions, calib, on_progress=on_progress, notes=notes)
+            )
         elif calib is None:
             notes.append("no --calibration: layers were not repaired")
     elif config.pattern is not None:

@@ -19,6 +19,7 @@ they are); Gemm with transA or alpha/beta != 1 is left as is.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -93,6 +94,9 @@ CHUNK_BYTES = 256 * 2**20
 #: Rows (output pixels) used per chunk at most: a least-squares fit of a few hundred unknowns needs
 #: thousands of rows, not millions (a 300x300 map has 90000 per sample).
 MAX_ROWS_PER_CHUNK = 16384
+#: Repair's time budget over all layers (seconds), and the fewest calibration feeds it reads.
+REPAIR_SECONDS = 60.0
+MIN_REPAIR_FEEDS = 4
 
 
 def _samples_per_chunk(node: ir.Node, x: np.ndarray, y: np.ndarray) -> int:
@@ -153,6 +157,11 @@ def _replace(graph: ir.Graph, node: ir.Node, index: int, array: np.ndarray) -> N
     node.replace_input_with(index, register_array(graph, f"{value.name}_repaired_{node.name}", array))
 
 
+def _spread(feeds: Sequence, count: int) -> list:
+    """``count`` feeds evenly spread over ``feeds``."""
+    return [feeds[int(k)] for k in np.linspace(0, len(feeds) - 1, count).round()]
+
+
 def repair(
     original: ir.Model,
     pruned: ir.Model,
@@ -161,14 +170,23 @@ def repair(
     *,
     ridge: float = 1e-3,
     on_progress: Callable[[str, int, int], None] | None = None,
+    notes: list[str] | None = None,
+    seconds: float | None = None,
 ) -> list[RepairedLayer]:
-    """Refit every consumer layer of the pruned groups, in place on ``pruned``."""
+    """Refit every consumer layer of the pruned groups, in place on ``pruned``.
+
+    Each layer reads every calibration feed through both models; where that would take more than
+    ``seconds`` (``REPAIR_SECONDS``) in all (slow feeds: graph nets and big images fed one at a time), the time of the
+    first layer's second feed sets how many feeds the layers read, evenly spread (at least
+    ``MIN_REPAIR_FEEDS``), and ``notes`` says so."""
     names = {
         c for d in decisions if d.kept is not None and len(d.kept) < d.group.size for c in d.group.consumers
     }
     layers = [n for n in pruned.graph if n.name in names]
     original_out = {n.outputs[0].name: n for n in original.graph}
     done: list[RepairedLayer] = []
+    feeds, cap = list(calibration), None
+    seconds = REPAIR_SECONDS if seconds is None else seconds
     for step, node in enumerate(layers):
         if on_progress:
             on_progress("repairing layers", step, len(layers))
@@ -183,11 +201,27 @@ def repair(
         xtx = xty = None
         yty = 0.0
         x_name, y_name = node.inputs[0].name, node.outputs[0].name
-        for xs, ys in zip(
-            iter_activations(pruned, [x_name], calibration),
-            iter_activations(original, [y_name], calibration),
-            strict=True,
+        tick = time.perf_counter()
+        for index, (xs, ys) in enumerate(
+            zip(
+                iter_activations(pruned, [x_name], feeds),
+                iter_activations(original, [y_name], feeds),
+                strict=True,
+            )
         ):
+            if cap is None and index == 1:  # the first feed also paid for the sessions
+                per_feed = time.perf_counter() - tick
+                cap = max(MIN_REPAIR_FEEDS, int(seconds / len(layers) / max(per_feed, 1e-9)))
+                if cap < len(feeds):
+                    if notes is not None:
+                        notes.append(
+                            f"repair read {cap} of {len(feeds)} calibration feeds, evenly spread ("
+                            f"{per_feed:.2f} s per feed, {len(layers)} layers: a {seconds:.0f} s budget)"
+                        )
+                    feeds = _spread(feeds, cap)
+            if cap is not None and index >= cap:
+                break
+            tick = time.perf_counter()
             x, y = xs[x_name], ys[y_name]
             step = _samples_per_chunk(node, x, y)
             for lo in range(0, max(len(x), 1), step):  # im2col rows of a few samples at a time
