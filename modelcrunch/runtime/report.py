@@ -271,9 +271,12 @@ def _judge(config: BenchConfig, dataset: Dataset | None, source: str) -> Judge |
     if len(config.models) < 2 or dataset is None:
         return None
     metric = load_metric(config.task.metric) if config.task.metric else None
+    # its session waits through the timing runs: no spinning threads stealing a core from them
+    session = make_session(config.models[0], provider=config.provider, threads=config.threads, spinning=False)
     judge = Judge(
         config.models[0],
         dataset,
+        session=session,
         targets=config.task.targets(config.limits),
         kinds=config.task.kinds,
         metric=metric,

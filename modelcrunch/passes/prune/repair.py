@@ -176,9 +176,9 @@ def repair(
     """Refit every consumer layer of the pruned groups, in place on ``pruned``.
 
     Each layer reads every calibration feed through both models; where that would take more than
-    ``seconds`` (``REPAIR_SECONDS``) in all (slow feeds: graph nets and big images fed one at a time), the time of the
-    first layer's second feed sets how many feeds the layers read, evenly spread (at least
-    ``MIN_REPAIR_FEEDS``), and ``notes`` says so."""
+    ``seconds`` (``REPAIR_SECONDS``) in all (slow feeds: graph nets and big images fed one at a
+    time), the time of the first layer's second feed sets how many feeds the layers read, evenly
+    spread (at least ``MIN_REPAIR_FEEDS``), and ``notes`` says so."""
     names = {
         c for d in decisions if d.kept is not None and len(d.kept) < d.group.size for c in d.group.consumers
     }
