@@ -322,3 +322,27 @@ def test_repair_with_slow_feeds_reads_fewer_and_says_so(tmp_path, monkeypatch):
                       calibration=calib, measure=False, keep_best=True)  # fmt: skip
     (note,) = [n for n in report.notes if n.startswith("repair read 2 of")]
     assert "evenly spread" in note and report.repaired
+
+
+def test_strength_search_bisects_and_past_its_budget_takes_the_weakest_level():
+    from types import SimpleNamespace
+
+    from modelcrunch.passes.guard import strongest
+
+    def attempt_up_to(limit: float, calls: list):
+        def attempt(level: float):
+            calls.append(level)
+            return level, SimpleNamespace(passed=level <= limit, summary=lambda: "")
+
+        return attempt
+
+    levels = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+    calls: list = []
+    best, _ = strongest(levels, attempt_up_to(0.5, calls))
+    assert best.strength == 0.5 and calls == [0.4, 0.6, 0.5]
+    calls = []
+    best, _ = strongest(levels, attempt_up_to(0.5, calls), seconds=0.0)  # out of time at once
+    assert best.strength == 0.1 and calls == [0.1]
+    calls = []
+    best, attempts = strongest(levels, attempt_up_to(0.0, calls), seconds=0.0)
+    assert best is None and calls == [0.1] and len(attempts) == 1

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,8 @@ T = TypeVar("T")
 #: Without a confidence interval, a pruned/factorized model slower than the original beyond this
 #: latency ratio is not a success (with one: the whole interval above 1, ``speed_verdict``).
 SLOWER_ABOVE = 1.05
+#: The strength search's time budget (seconds): past it, no stronger level is tried.
+SEARCH_SECONDS = 150.0
 
 
 @dataclass(frozen=True)
@@ -161,9 +164,15 @@ def strongest(
     attempt: Callable[[float], tuple[T, Verdict]],
     *,
     on_progress: Callable[[str, int, int], None] | None = None,
+    seconds: float | None = None,
 ) -> tuple[Attempt[T] | None, list[Attempt[T]]]:
     """The strongest of ``levels`` (weakest first) whose verdict passes, by bisection; and every
-    attempt made. None when even the weakest misses (the attempts then hold the weakest's result)."""
+    attempt made. None when even the weakest misses (the attempts then hold the weakest's result).
+
+    Past ``seconds`` (``SEARCH_SECONDS``; slow models, where one attempt takes minutes) the search
+    stops at the strongest level that passed so far, or tries the weakest level last."""
+    seconds = SEARCH_SECONDS if seconds is None else seconds
+    started = time.monotonic()
     tried: dict[int, Attempt[T]] = {}
     low, high = -1, len(levels)  # levels[:low+1] pass, levels[high:] miss (as far as known)
     budget = max(1, int(np.ceil(np.log2(len(levels) + 1))) + 1)
@@ -178,7 +187,10 @@ def strongest(
         return tried[index]
 
     while high - low > 1:
-        middle = (low + high) // 2
+        if time.monotonic() - started > seconds and (low >= 0 or 0 in tried):
+            logger.info("strength search: stopped after %.0f s (its time budget)", time.monotonic() - started)
+            break
+        middle = (low + high) // 2 if time.monotonic() - started <= seconds else 0
         if run(middle).verdict.passed:
             low = middle
         else:
