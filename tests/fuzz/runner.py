@@ -134,7 +134,8 @@ def check(run: Run, case: Case, before: dict, after: dict, cwd: Path, tmp: Path)
     # a valid case must finish its work: exit 0, or exit 3 when the finished measurement misses the
     # quality target (random weights cannot keep a task through a 30 % prune) or finds the result
     # slower than the original (a factorized 64-wide MLP: one more MatMul); the verdict is the answer
-    missed = run.code == 3 and ("quality target missed" in run.stderr or "SLOWER than the original" in run.stderr)
+    verdicts = ("quality target missed", "SLOWER than the original")
+    missed = run.code == 3 and any(v in run.stderr for v in verdicts)
     if case.expect_ok and run.code != 0 and not missed:
         v.append(f"valid case failed with exit {run.code}")
     if "Traceback" in run.stdout or "Traceback" in run.stderr:
