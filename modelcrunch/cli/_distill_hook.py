@@ -10,13 +10,14 @@ the rewritten model's. The command's exit code follows the final verdict.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from modelcrunch.cli._common import parse_duration
+from modelcrunch.cli._common import emit_json, exit_missed, parse_duration, stdout
 from modelcrunch.data import Dataset
 from modelcrunch.errors import ModelcrunchError
 
@@ -128,6 +129,51 @@ def distill_after(
         feed = {n: train.samples[0][n] for n in (v.name for v in trained.graph.inputs)}
         save_model(trained, output, source=teacher, run_feed=feed)
     return Distilled(report, before, after, kept)
+
+
+def finish(
+    report: Any,
+    *,
+    passed: bool,
+    verdict: dict | None,
+    written: bool,
+    render: Callable[[Any, Any], None],
+    distill: bool,
+    model: Path,
+    output: Path,
+    calibration: Dataset | None,
+    evaluation: Dataset | None,
+    quality: Any,
+    budget_s: float | None,
+    json_out: bool,
+    quiet: bool,
+    threads: int | None,
+) -> None:
+    """The end of prune and factorize: --distill on what was written, the report (table or JSON),
+    and the exit code of the final verdict."""
+    from modelcrunch.render.verdict import miss_line
+
+    distilled = distill_after(
+        distill,
+        model,
+        output,
+        written,
+        calibration,
+        evaluation,
+        quality,
+        budget_s,
+        quiet=quiet,
+        threads=threads,
+    )
+    final = passed_after(passed, distilled, report.notes)
+    if json_out:
+        extra = {"distill": distilled.to_dict(), "passed": final} if distilled else {}
+        emit_json({**report.to_dict(), **extra})
+    elif not quiet:
+        render(report, stdout)
+        if distilled:
+            render_distilled(distilled, stdout)
+    exit_missed(final, miss_line(distilled.verdict.to_dict() if distilled else verdict, report.notes))
 
 
 def slower(notes: tuple[str, ...] | list[str]) -> bool:

@@ -22,19 +22,14 @@ from modelcrunch.cli._common import (
     QuietOpt,
     ShapeOpt,
     TaskOpt,
-    emit_json,
-    exit_missed,
     handle_errors,
     progress_bar,
-    stdout,
 )
 from modelcrunch.cli._distill_hook import (
     DistillBudgetOpt,
     DistillFlag,
     check_distill_options,
-    distill_after,
-    passed_after,
-    render_distilled,
+    finish,
 )
 from modelcrunch.cli._quality import (
     AllowSlowerOpt,
@@ -54,7 +49,6 @@ from modelcrunch.cli._quality import (
 from modelcrunch.data import load_dataset
 from modelcrunch.passes.guard import Quality
 from modelcrunch.render.factorize import render_factorize
-from modelcrunch.render.verdict import miss_line
 
 Opt = typer.Option
 Fraction = Annotated[float | None, Opt(show_default=False)]
@@ -146,27 +140,20 @@ def factorize_cmd(
             on_progress=on_progress,
             **shared,
         )
-    written = report.extra.get("passed", True) or quality.keep_best
-    distilled = distill_after(
-        distill,
-        model,
-        output,
-        written,
-        calib,
-        evaluation,
-        quality,
-        distill_budget_s,
+    finish(
+        report,
+        passed=report.extra.get("passed", True),
+        verdict=report.extra.get("verdict"),
+        written=report.extra.get("passed", True) or quality.keep_best,
+        render=render_factorize,
+        distill=distill,
+        model=model,
+        output=output,
+        calibration=calib,
+        evaluation=evaluation,
+        quality=quality,
+        budget_s=distill_budget_s,
+        json_out=json_out,
         quiet=quiet,
         threads=threads,
     )
-    passed = passed_after(report.extra.get("passed", True), distilled, report.notes)
-    if json_out:
-        emit_json(
-            {**report.to_dict(), **({"distill": distilled.to_dict(), "passed": passed} if distilled else {})}
-        )
-    elif not quiet:
-        render_factorize(report, stdout)
-        if distilled:
-            render_distilled(distilled, stdout)
-    verdict = distilled.verdict.to_dict() if distilled else report.extra.get("verdict")
-    exit_missed(passed, miss_line(verdict, report.notes))

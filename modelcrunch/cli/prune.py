@@ -22,19 +22,14 @@ from modelcrunch.cli._common import (
     QuietOpt,
     ShapeOpt,
     TaskOpt,
-    emit_json,
-    exit_missed,
     handle_errors,
     progress_bar,
-    stdout,
 )
 from modelcrunch.cli._distill_hook import (
     DistillBudgetOpt,
     DistillFlag,
     check_distill_options,
-    distill_after,
-    passed_after,
-    render_distilled,
+    finish,
 )
 from modelcrunch.cli._quality import (
     AllowSlowerOpt,
@@ -54,7 +49,6 @@ from modelcrunch.cli._quality import (
 from modelcrunch.data import load_dataset
 from modelcrunch.passes.guard import Quality
 from modelcrunch.render.prune import render_prune
-from modelcrunch.render.verdict import miss_line
 
 Opt = typer.Option
 
@@ -165,27 +159,20 @@ def prune_cmd(
             on_progress=on_progress,
             **shared,
         )
-    written = report.output is not None
-    distilled = distill_after(
-        distill,
-        model,
-        output,
-        written,
-        calib,
-        evaluation,
-        quality,
-        distill_budget_s,
+    finish(
+        report,
+        passed=report.passed,
+        verdict=report.verdict,
+        written=report.output is not None,
+        render=render_prune,
+        distill=distill,
+        model=model,
+        output=output,
+        calibration=calib,
+        evaluation=evaluation,
+        quality=quality,
+        budget_s=distill_budget_s,
+        json_out=json_out,
         quiet=quiet,
         threads=threads,
     )
-    passed = passed_after(report.passed, distilled, report.notes)
-    if json_out:
-        emit_json(
-            {**report.to_dict(), **({"distill": distilled.to_dict(), "passed": passed} if distilled else {})}
-        )
-    elif not quiet:
-        render_prune(report, stdout)
-        if distilled:
-            render_distilled(distilled, stdout)
-    verdict = distilled.verdict.to_dict() if distilled else report.verdict
-    exit_missed(passed, miss_line(verdict, report.notes))
