@@ -182,8 +182,13 @@ def cell(r: Run) -> str:
         parts.append(f"{r.latency_ratio:.2f}x lat")
     if r.figure:
         parts.append(r.figure)
-    if r.exit not in (0, None) and not r.size_ratio and r.message:
-        parts.append(r.message.replace("|", "/")[:90])
+    if r.exit not in (0, None) and r.message:
+        why = r.message
+        for prefix in ("error: ", "quality target missed: ", "target MISSED: "):
+            why = why.removeprefix(prefix)
+        parts.append("**" + why.replace("|", "/")[:80] + "**")
+    if r.exit == 0 and r.valid_model is False:
+        parts.append("**written model does not load**")
     parts.append(f"{r.seconds:.0f}s")
     return ", ".join(parts)
 

@@ -31,8 +31,8 @@ from modelcrunch.runtime.semantics import parse_kind_overrides
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-#: Without a confidence interval, a pruned/factorized model slower than the original beyond this
-#: latency ratio is not a success (with one: the whole interval above 1, ``speed_verdict``).
+#: A pruned/factorized model slower than the original beyond this latency ratio is not a success
+#: (nor one whose whole 95 % interval lies above ``SLOWER_INTERVAL_ABOVE``; ``speed_verdict``).
 SLOWER_ABOVE = 1.05
 #: With an interval: slower when all of it lies above this (identical copies differ by up to ~2 %).
 SLOWER_INTERVAL_ABOVE = 1.03
