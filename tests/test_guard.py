@@ -48,3 +48,23 @@ def test_unexpected_errors_are_classified():
 def test_json_writer_turns_nan_into_null(capsys):
     _common.emit_json({"a": float("nan"), "b": [np.float32(np.inf), 1.0], "c": np.array([np.nan, 2.0])})
     assert json.loads(capsys.readouterr().out) == {"a": None, "b": [None, 1.0], "c": [None, 2.0]}
+
+
+def test_a_run_leaves_no_temporary_file_however_it_ends(tmp_path, monkeypatch):
+    import tempfile
+    from pathlib import Path
+
+    from modelcrunch.cli import app as app_module
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+    def interrupted(**_kwargs):
+        folder = tempfile.mkdtemp(prefix="modelcrunch-capture-")  # a cleanup Ctrl-C cut short
+        (Path(folder) / "capture.onnx").write_bytes(b"x")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(app_module, "app", interrupted)
+    with pytest.raises(SystemExit) as exit_:
+        app_module.main(["inspect", "m.onnx"])
+    assert exit_.value.code == 130
+    assert list(tmp_path.iterdir()) == [] and tempfile.tempdir == str(tmp_path)

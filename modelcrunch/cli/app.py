@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import typer
 from typer._click.exceptions import NoArgsIsHelpError, UsageError
@@ -58,6 +62,25 @@ def main(argv: list[str] | None = None) -> None:
     import onnxruntime
 
     onnxruntime.set_default_logger_severity(4)  # its errors come back as exceptions: one line
+    with _scratch():
+        _run(argv)
+
+
+@contextmanager
+def _scratch() -> Iterator[None]:
+    """Every temporary file of the run (ours, ONNX Runtime's tools') lives in one folder that goes
+    when the run ends, however it ends: a Ctrl-C that lands inside a cleanup leaves nothing behind."""
+    previous = tempfile.tempdir
+    folder = tempfile.mkdtemp(prefix="modelcrunch-run-")
+    tempfile.tempdir = folder
+    try:
+        yield
+    finally:
+        tempfile.tempdir = previous
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _run(argv: list[str] | None) -> None:
     try:
         code = app(args=argv, standalone_mode=False)
     except UsageError as exc:
