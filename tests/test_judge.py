@@ -308,8 +308,14 @@ def test_a_few_scores_all_above_one_are_not_class_logits(tmp_path):
 def test_repair_reads_a_spread_subset_of_slow_feeds_within_its_budget():
     from modelcrunch.passes.prune.repair import _spread
 
+    from modelcrunch.passes.prune.repair import _fewer, _stacked
+
     assert _spread(list(range(24)), 4) == [0, 8, 15, 23]
     assert _spread(list(range(3)), 3) == [0, 1, 2]
+    stacked = [{"x": np.zeros((32, 3))} for _ in range(4)]
+    assert [_stacked(f) for f in _fewer(stacked, 25)] == [6, 6, 6, 6]  # 4 feeds, each cut
+    single = [{"x": np.zeros((1, 3)), "sr": np.array(16000)} for _ in range(24)]  # unstacked
+    assert _stacked(single[0]) == 1 and len(_fewer(single, 8)) == 8
 
 
 def test_repair_with_slow_feeds_reads_fewer_and_says_so(tmp_path, monkeypatch):
@@ -317,11 +323,11 @@ def test_repair_with_slow_feeds_reads_fewer_and_says_so(tmp_path, monkeypatch):
     from modelcrunch.passes.prune import repair
 
     monkeypatch.setattr(repair, "REPAIR_SECONDS", 1e-6)
-    monkeypatch.setattr(repair, "MIN_REPAIR_FEEDS", 2)
+    monkeypatch.setattr(repair, "MIN_REPAIR_SAMPLES", 20)
     calib = load_dataset(SAMPLES / "cnn_digits_calib.npz")
     report = mc.prune(SAMPLES / "cnn.onnx", tmp_path / "p.onnx", structured=True, ratio=0.3,
                       calibration=calib, measure=False, keep_best=True)  # fmt: skip
-    (note,) = [n for n in report.notes if n.startswith("repair read 2 of")]
+    (note,) = [n for n in report.notes if n.startswith("repair read about 20 of ")]
     assert "evenly spread" in note and report.repaired
 
 

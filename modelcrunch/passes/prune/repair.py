@@ -96,7 +96,7 @@ CHUNK_BYTES = 256 * 2**20
 MAX_ROWS_PER_CHUNK = 16384
 #: Repair's time budget over all layers (seconds), and the fewest calibration feeds it reads.
 REPAIR_SECONDS = 60.0
-MIN_REPAIR_FEEDS = 4
+MIN_REPAIR_SAMPLES = 16
 
 
 def _samples_per_chunk(node: ir.Node, x: np.ndarray, y: np.ndarray) -> int:
@@ -162,6 +162,38 @@ def _spread(feeds: Sequence, count: int) -> list:
     return [feeds[int(k)] for k in np.linspace(0, len(feeds) - 1, count).round()]
 
 
+def _budget(
+    feeds: list, elapsed: float, samples: int, layers: int, seconds: float, notes: list[str] | None
+) -> tuple[int, list]:
+    """(samples each layer may read, the feeds to read) from ``elapsed`` seconds for ``samples``."""
+    per_sample = elapsed / max(samples, 1)
+    cap = max(MIN_REPAIR_SAMPLES, int(seconds / layers / max(per_sample, 1e-9)))
+    total = sum(_stacked(f) for f in feeds)
+    if cap >= total:
+        return cap, feeds
+    if notes is not None:
+        notes.append(
+            f"repair read about {cap} of {total} calibration samples, evenly spread ({per_sample:.3f} s "
+            f"per sample, {layers} layers: a {seconds:.0f} s budget)"
+        )
+    return cap, _fewer(feeds, cap)
+
+
+def _stacked(feed: dict[str, np.ndarray]) -> int:
+    """How many samples ``feed`` stacks along axis 0 (1 for unstacked feeds: 0-d or fixed inputs)."""
+    sizes = {a.shape[0] for a in feed.values() if a.ndim}
+    return sizes.pop() if len(sizes) == 1 and all(a.ndim for a in feed.values()) else 1
+
+
+def _fewer(feeds: list, want: int) -> list:
+    """About ``want`` samples of ``feeds``: whole feeds evenly spread, each cut to its first samples
+    where feeds are stacked."""
+    count = max(1, min(len(feeds), want))
+    chosen = _spread(feeds, count)
+    per = max(1, want // count)
+    return [{k: v[:per] for k, v in f.items()} if _stacked(f) > per else f for f in chosen]
+
+
 def repair(
     original: ir.Model,
     pruned: ir.Model,
@@ -178,7 +210,7 @@ def repair(
     Each layer reads every calibration feed through both models; where that would take more than
     ``seconds`` (``REPAIR_SECONDS``) in all (slow feeds: graph nets and big images fed one at a
     time), the time of the first layer's second feed sets how many feeds the layers read, evenly
-    spread (at least ``MIN_REPAIR_FEEDS``), and ``notes`` says so."""
+    spread (at least ``MIN_REPAIR_SAMPLES``), and ``notes`` says so."""
     names = {
         c for d in decisions if d.kept is not None and len(d.kept) < d.group.size for c in d.group.consumers
     }
@@ -198,41 +230,43 @@ def repair(
         n_out_original = _out_features(reference)
         keep_out = _kept_outputs(node, decisions, n_out_original)
         intercept = node.op_type != "MatMul"
-        xtx = xty = None
-        yty = 0.0
         x_name, y_name = node.inputs[0].name, node.outputs[0].name
-        tick = time.perf_counter()
-        for index, (xs, ys) in enumerate(
-            zip(
-                iter_activations(pruned, [x_name], feeds),
-                iter_activations(original, [y_name], feeds),
-                strict=True,
-            )
-        ):
-            if cap is None and index == 1:  # the first feed also paid for the sessions
-                per_feed = time.perf_counter() - tick
-                cap = max(MIN_REPAIR_FEEDS, int(seconds / len(layers) / max(per_feed, 1e-9)))
-                if cap < len(feeds):
-                    if notes is not None:
-                        notes.append(
-                            f"repair read {cap} of {len(feeds)} calibration feeds, evenly spread ("
-                            f"{per_feed:.2f} s per feed, {len(layers)} layers: a {seconds:.0f} s budget)"
-                        )
-                    feeds = _spread(feeds, cap)
-            if cap is not None and index >= cap:
-                break
+        for _ in range(2):  # again when the first feeds set the sample budget
+            layer_feeds, started = feeds, time.perf_counter()
+            xtx = xty = None
+            yty = 0.0
+            capped = False
             tick = time.perf_counter()
-            x, y = xs[x_name], ys[y_name]
-            step = _samples_per_chunk(node, x, y)
-            for lo in range(0, max(len(x), 1), step):  # im2col rows of a few samples at a time
-                cols, target = _rows(node, x[lo : lo + step], y[lo : lo + step], keep_out)
-                stride = -(-len(cols) // MAX_ROWS_PER_CHUNK)  # evenly spread rows: plenty for the fit
-                cols, target = cols[::stride], target[::stride]
-                if intercept:
-                    cols = np.concatenate([cols, np.ones((cols.shape[0], 1))], axis=1)
-                xtx = cols.T @ cols if xtx is None else xtx + cols.T @ cols
-                xty = cols.T @ target if xty is None else xty + cols.T @ target
-                yty += float((target * target).sum())
+            for index, (xs, ys) in enumerate(
+                zip(
+                    iter_activations(pruned, [x_name], feeds),
+                    iter_activations(original, [y_name], feeds),
+                    strict=True,
+                )
+            ):
+                if cap is None and index == 1:  # the first feed also paid for the sessions
+                    cap, feeds = _budget(feeds, time.perf_counter() - tick, _stacked(feeds[1]), len(layers),
+                                         seconds, notes)  # fmt: skip
+                    if feeds is not layer_feeds:
+                        capped = True
+                        break  # and read this layer again, from the chosen samples
+                tick = time.perf_counter()
+                x, y = xs[x_name], ys[y_name]
+                chunk = _samples_per_chunk(node, x, y)
+                for lo in range(0, max(len(x), 1), chunk):  # im2col rows of a few samples at a time
+                    cols, target = _rows(node, x[lo : lo + chunk], y[lo : lo + chunk], keep_out)
+                    stride = -(-len(cols) // MAX_ROWS_PER_CHUNK)  # evenly spread rows: plenty for the fit
+                    cols, target = cols[::stride], target[::stride]
+                    if intercept:
+                        cols = np.concatenate([cols, np.ones((cols.shape[0], 1))], axis=1)
+                    xtx = cols.T @ cols if xtx is None else xtx + cols.T @ cols
+                    xty = cols.T @ target if xty is None else xty + cols.T @ target
+                    yty += float((target * target).sum())
+            if not capped:
+                break
+        if cap is None and step == 0:  # one feed only: the whole first layer sets the budget
+            samples = sum(_stacked(f) for f in feeds)
+            cap, feeds = _budget(feeds, time.perf_counter() - started, samples, len(layers), seconds, notes)
         if xtx is None:
             continue
         current = _current_coef(node, intercept)
