@@ -306,9 +306,7 @@ def test_a_few_scores_all_above_one_are_not_class_logits(tmp_path):
 
 
 def test_repair_reads_a_spread_subset_of_slow_feeds_within_its_budget():
-    from modelcrunch.passes.prune.repair import _spread
-
-    from modelcrunch.passes.prune.repair import _fewer, _stacked
+    from modelcrunch.passes.prune.repair import _fewer, _spread, _stacked
 
     assert _spread(list(range(24)), 4) == [0, 8, 15, 23]
     assert _spread(list(range(3)), 3) == [0, 1, 2]
