@@ -76,9 +76,7 @@ def inspect(
     from modelcrunch.analysis.stats import inspect_model
     from modelcrunch.runtime.semantics import parse_kind_overrides
 
-    if isinstance(output_kind, Mapping):
-        output_kind = [f"{name}={kind}" for name, kind in output_kind.items()]
-    kinds = parse_kind_overrides(list(output_kind or []), task) or None
+    kinds = parse_kind_overrides(output_kind, task) or None
     return inspect_model(model, _shapes(shape), batch=batch, kinds=kinds)
 
 
@@ -101,14 +99,10 @@ def quantize(
     from modelcrunch.runtime.semantics import parse_kind_overrides
 
     kinds, task = options.pop("output_kind", None), options.pop("task", None)
-    if isinstance(kinds, Mapping):
-        kinds = [f"{name}={kind}" for name, kind in kinds.items()]
     reference = options.pop("reference", None)
     if "exclude" in options:
         options["exclude"] = tuple(options["exclude"])
-    config = QuantizeOptions(
-        output_kinds=tuple(parse_kind_overrides(list(kinds or []), task).items()), **options
-    )
+    config = QuantizeOptions(output_kinds=tuple(parse_kind_overrides(kinds, task).items()), **options)
     return quantize_model(
         Path(model),
         Path(output),
@@ -277,21 +271,11 @@ def bench(
 
     from modelcrunch.runtime.gates import GateLimits
     from modelcrunch.runtime.report import BenchConfig, TaskGates, run_bench
-    from modelcrunch.runtime.semantics import parse_kind_overrides
 
     limits = GateLimits(**{f.name: options.pop(f.name) for f in fields(GateLimits) if f.name in options})
-    task_keys = {"min_f1": "min_f1", "min_mask_iou": "min_mask_iou", "min_string_agreement": "min_strings",
-                 "min_decision_agreement": "min_decisions"}  # fmt: skip
-    given = {key: options.pop(name) for name, key in task_keys.items() if options.get(name) is not None}
-    kinds, task = options.pop("output_kind", None), options.pop("task", None)
-    if isinstance(kinds, Mapping):
-        kinds = [f"{name}={kind}" for name, kind in kinds.items()]
-    gates = TaskGates(
-        given,
-        bool(options.pop("task_targets", False)),
-        parse_kind_overrides(list(kinds or []), task) or None,
-        options.pop("metric", None),
-    )
+    names = ("min_f1", "min_mask_iou", "min_string_agreement", "min_decision_agreement", "task_targets",
+             "output_kind", "task", "metric")  # fmt: skip
+    gates = TaskGates.from_options(**{name: options.pop(name) for name in names if name in options})
     config = BenchConfig(
         models=[Path(m) for m in models],
         inputs=Path(inputs) if inputs is not None else None,

@@ -27,28 +27,10 @@ from modelcrunch.errors import ModelcrunchError
 from modelcrunch.render.bench import to_csv, to_markdown, to_tables
 from modelcrunch.runtime.gates import GateLimits, enforce
 from modelcrunch.runtime.report import BenchConfig, TaskGates, run_bench
-from modelcrunch.runtime.semantics import parse_kind_overrides
 
 
 def _gate(text: str) -> object:
     return typer.Option(help=f"Gate (exit 3): {text}", show_default=False, rich_help_panel="CI gates")
-
-
-def _task_gates(
-    values: dict[str, tuple[str, float | None]],
-    defaults: bool,
-    output_kind: list[str] | None,
-    task: str | None,
-    metric: str | None,
-) -> TaskGates:
-    given = {}
-    for key, (flag, value) in values.items():
-        if value is None:
-            continue
-        if not 0.0 <= value <= 1.0:  # NaN fails this too
-            raise ModelcrunchError(f"{flag} {value}: must be within [0, 1]")
-        given[key] = value
-    return TaskGates(given, defaults, parse_kind_overrides(output_kind, task) or None, metric)
 
 
 def _batches(value: str | None) -> list[int] | None:
@@ -150,17 +132,15 @@ def bench_cmd(
         output=output,
         seed=seed,
         limits=limits,
-        task=_task_gates(
-            {
-                "min_f1": ("--min-f1", min_f1),
-                "min_mask_iou": ("--min-mask-iou", min_mask_iou),
-                "min_strings": ("--min-string-agreement", min_string_agreement),
-                "min_decisions": ("--min-decision-agreement", min_decision_agreement),
-            },
-            task_targets,
-            output_kind,
-            task,
-            metric,
+        task=TaskGates.from_options(
+            min_f1=min_f1,
+            min_mask_iou=min_mask_iou,
+            min_string_agreement=min_string_agreement,
+            min_decision_agreement=min_decision_agreement,
+            task_targets=task_targets,
+            output_kind=output_kind,
+            task=task,
+            metric=metric,
         ),
     )
     with progress_bar(quiet or json_out) as on_progress:

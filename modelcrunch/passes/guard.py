@@ -84,11 +84,9 @@ class Quality:
             min_decisions=min_decision_agreement,
             max_drop=max_drop,
         )
-        if isinstance(output_kind, Mapping):
-            output_kind = [f"{name}={kind}" for name, kind in output_kind.items()]
         return cls(
             targets=targets,
-            kinds=parse_kind_overrides(list(output_kind or []), task),
+            kinds=parse_kind_overrides(output_kind, task),
             metric=metric,
             holdout=holdout,
             reference=Path(reference) if reference is not None else None,

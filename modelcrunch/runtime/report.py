@@ -26,6 +26,7 @@ from modelcrunch.runtime.feeds import check_feed, index_limits, synthesize_feeds
 from modelcrunch.runtime.fidelity import Evaluation, evaluate
 from modelcrunch.runtime.gates import GateLimits, GateResult, check_gates, task_gates
 from modelcrunch.runtime.judge import Judge, Targets, Verdict, load_metric
+from modelcrunch.runtime.semantics import parse_kind_overrides
 from modelcrunch.runtime.session import make_session, resolve_provider
 
 logger = logging.getLogger(__name__)
@@ -76,6 +77,31 @@ class TaskGates:
     defaults: bool = False
     kinds: Mapping[str, str] | None = None
     metric: str | None = None
+
+    @classmethod
+    def from_options(
+        cls,
+        *,
+        min_f1: float | None = None,
+        min_mask_iou: float | None = None,
+        min_string_agreement: float | None = None,
+        min_decision_agreement: float | None = None,
+        task_targets: bool = False,
+        output_kind: Sequence[str] | Mapping[str, str] | None = None,
+        task: str | None = None,
+        metric: str | None = None,
+    ) -> TaskGates:
+        """From bench's task options, by their command-line names; a gate outside [0, 1] is refused."""
+        named = {"min_f1": min_f1, "min_mask_iou": min_mask_iou, "min_strings": min_string_agreement,
+                 "min_decisions": min_decision_agreement}  # fmt: skip
+        given = {}
+        for key, value in named.items():
+            if value is None:
+                continue
+            if not 0.0 <= value <= 1.0:  # NaN fails this too
+                raise ModelcrunchError(f"{TASK_KEYS[key][1]} {value}: must be within [0, 1]")
+            given[key] = value
+        return cls(given, task_targets, parse_kind_overrides(output_kind, task) or None, metric)
 
     @property
     def gated(self) -> bool:

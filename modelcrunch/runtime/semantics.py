@@ -33,7 +33,7 @@ Every spec carries the reason it was inferred, which ``inspect`` and every repor
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -67,8 +67,13 @@ class OutputSpec:
         return asdict(self)
 
 
-def parse_kind_overrides(values: list[str] | None, task: str | None = None) -> dict[str, str]:
-    """``NAME=KIND[:LAYOUT]`` strings (and ``--task KIND`` as the ``*`` entry) → {name: kind}."""
+def parse_kind_overrides(
+    values: Sequence[str] | Mapping[str, str] | None, task: str | None = None
+) -> dict[str, str]:
+    """``NAME=KIND[:LAYOUT]`` strings or a ``{name: kind}`` mapping (and ``--task KIND`` as the ``*``
+    entry) → {name: kind}."""
+    if isinstance(values, Mapping):
+        values = [f"{name}={kind}" for name, kind in values.items()]
     overrides: dict[str, str] = {}
     for value in values or []:
         name, sep, kind = value.partition("=")
