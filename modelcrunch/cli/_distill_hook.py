@@ -178,7 +178,9 @@ def finish(
 
 def slower(notes: tuple[str, ...] | list[str]) -> bool:
     """Whether a command's notes say its result failed the speed check (distillation cannot help)."""
-    return any("SLOWER" in n or "--require-faster" in n for n in notes)
+    from modelcrunch.render.verdict import speed_notes
+
+    return bool(speed_notes(notes))
 
 
 def passed_after(passed: bool, distilled: Distilled | None, notes: tuple[str, ...] | list[str]) -> bool:

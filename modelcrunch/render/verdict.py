@@ -72,5 +72,10 @@ def miss_line(verdict: dict | None, notes: tuple[str, ...] | list[str] = ()) -> 
         parts = [f"{f['output']}: {f['figure']} {f['value'] if f['value'] is None else round(f['value'], 4)} "
                  f"(target {f['target']:g})" for f in missed]  # fmt: skip
         return "quality target missed: " + "; ".join(parts)
-    slow = [n for n in notes if "SLOWER" in n or "--require-faster" in n]
+    slow = speed_notes(notes)
     return slow[0] if slow else "quality target missed"
+
+
+def speed_notes(notes: tuple[str, ...] | list[str]) -> list[str]:
+    """The notes of a failed speed check (``passes/guard.speed_verdict``'s messages)."""
+    return [n for n in notes if "SLOWER" in n or "--require-faster" in n]
