@@ -31,3 +31,18 @@ def test_a_short_run_prints_nothing():
     for i in range(100):
         progress("calibrating", i, 100)
     assert out.getvalue() == ""
+
+
+def test_a_phase_begun_again_restarts_its_eta():
+    """A second candidate's "sensitivity" starts at 1 again: its ETA reads its own rate, not the first's."""
+    now = [0.0]
+    out = io.StringIO()
+    progress = PlainProgress(out, interval_s=1, clock=lambda: now[0])
+    progress("sensitivity", 0, 40)
+    now[0] = 40
+    progress("sensitivity", 40, 40)
+    now[0] = 150  # a long silent phase in between
+    progress("sensitivity", 1, 44)
+    now[0] = 160
+    progress("sensitivity", 11, 44)
+    assert out.getvalue().splitlines()[-1] == "[2m40s] sensitivity: 11/44 (25%), ETA 33s"

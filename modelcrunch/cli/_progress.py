@@ -42,11 +42,14 @@ class PlainProgress:
                 interval_s = DEFAULT_INTERVAL_S
         self.stream, self.interval_s, self.clock = stream, interval_s, clock
         self.started = self.last = clock()
-        self.phases: dict[str, tuple[float, int]] = {}
+        self.phases: dict[str, tuple[float, int, int]] = {}  # begun, done then, latest done
 
     def __call__(self, description: str, done: int, total: int) -> None:
         now = self.clock()
-        begun, done_then = self.phases.setdefault(description, (now, done))
+        begun, done_then, latest = self.phases.get(description, (now, done, done))
+        if done < latest:  # the same phase begun again (a second candidate's sensitivity)
+            begun, done_then = now, done
+        self.phases[description] = (begun, done_then, done)
         if now - self.last < self.interval_s:
             return
         self.last = now

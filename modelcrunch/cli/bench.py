@@ -143,7 +143,7 @@ def bench_cmd(
             metric=metric,
         ),
     )
-    with progress_bar(quiet or json_out) as on_progress:
+    with progress_bar(quiet) as on_progress:
         report = run_bench(config, on_progress=on_progress)
     if json_out:
         emit_json(report.to_dict())

@@ -130,7 +130,7 @@ def prune_cmd(
     quality = Quality.from_options(**shared)
     calib = load_dataset(calibration) if calibration else None
     evaluation = load_dataset(eval_data) if eval_data else None
-    with progress_bar(quiet or json_out) as on_progress:
+    with progress_bar(quiet) as on_progress:
         report = api.prune(
             model,
             output,

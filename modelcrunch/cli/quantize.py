@@ -186,7 +186,7 @@ def quantize_cmd(
         max_eval_samples=eval_samples,
         provider=provider,
     )
-    with progress_bar(quiet or json_out) as on_progress:
+    with progress_bar(quiet) as on_progress:
         report = quantize_model(
             model,
             output,

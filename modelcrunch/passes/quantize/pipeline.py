@@ -61,7 +61,7 @@ from modelcrunch.passes.quantize.sensitivity import (
     float_limit,
     guard,
     keep_worst_float,
-    smallest_count,
+    search_count,
 )
 from modelcrunch.passes.quantize.storage import MIN_ELEMENTS, MIN_WEIGHT_ELEMENTS
 from modelcrunch.passes.quantize.targets import (
@@ -79,6 +79,9 @@ logger = logging.getLogger(__name__)
 
 PROBE_SAMPLES = 16
 CHANNEL_SAMPLES = 64
+#: The count search of the sensitivity guard reads this many samples; its answer is then confirmed
+#: on all of them (``sensitivity.search_count``).
+SEARCH_SAMPLES = 32
 BENCH_FEEDS = 4
 MEMO_BYTES = 256 << 20
 Progress = Callable[[str, int, int], None] | None
@@ -199,6 +202,7 @@ class _Judge:
     reference: ort.InferenceSession
     feeds: list[dict]  # every evaluation sample; the probe and channel sets are prefixes of it
     size: int  # samples per feed
+    samples: int  # evaluation samples in all
     labels: object
     options: QuantizeOptions
     task: Judge  # the task judge (output kinds, task figures, targets) on the same feeds
@@ -231,7 +235,7 @@ class _Judge:
             describe=describe,
             infer_with=session,
         )
-        return cls(memo, feeds, size, evaluation.labels, options, task)
+        return cls(memo, feeds, size, len(evaluation.samples), evaluation.labels, options, task)
 
     def probabilities(self) -> bool:
         """Whether some reference output on the first feed is a probability output (has a mask IoU);
@@ -242,18 +246,19 @@ class _Judge:
     def _prefix(self, samples: int) -> list[dict]:
         return self.feeds[: max(1, math.ceil(samples / self.size))]
 
-    def score(self, path: Path, *, probe: bool) -> Score:
-        """Fidelity and channel error of ``path``; the gates switched on also rank layers (``Score.loss``)."""
+    def score(self, path: Path, *, probe: bool = False, samples: int | None = None) -> Score:
+        """Fidelity and channel error of ``path`` on every sample, the first ``samples``, or the probe
+        prefix; the gates switched on also rank layers (``Score.loss``)."""
         candidate = _Memo(
             make_session(
                 path, provider=self.options.provider, threads=self.options.threads, config=ALTERNATING
             )
         )
-        feeds = self._prefix(PROBE_SAMPLES) if probe else self.feeds
-        verdict = self.task(candidate, samples=PROBE_SAMPLES if probe else None)
+        samples = PROBE_SAMPLES if probe else samples
+        verdict = self.task(candidate, samples=samples)
         fidelity = verdict.fidelity
         channel = worst_channel_error(
-            self.reference, candidate, feeds if probe else self._prefix(CHANNEL_SAMPLES)
+            self.reference, candidate, self._prefix(min(samples or CHANNEL_SAMPLES, CHANNEL_SAMPLES))
         )
         options = self.options
         return Score(
@@ -278,11 +283,15 @@ def _build_mode(ws: Workspace, mode: Mode, judge: _Judge, on_progress: Progress)
     def probe(path: Path) -> Score:
         return judge.score(path, probe=True)
 
+    def subset(path: Path) -> Score:
+        return judge.score(path, samples=SEARCH_SAMPLES)
+
     user = list(options.exclude)
     kept = {n: reason for n, reason in spec.kept.items() if n not in set(user)}
     fixed = [*user, *kept]
     layers = [n for n in spec.layers if n not in set(fixed)] if options.sensitivity else []
-    search = _Search(spec.build, measure, lambda f: meets(options, f), fixed, target_text(options))
+    cheaper = subset if judge.samples > SEARCH_SAMPLES * 3 // 2 else None
+    search = _Search(spec.build, measure, lambda f: meets(options, f), fixed, target_text(options), cheaper)
     result = guard(
         layers,
         search.build,
@@ -292,6 +301,7 @@ def _build_mode(ws: Workspace, mode: Mode, judge: _Judge, on_progress: Progress)
         base_exclude=search.fixed,
         target=search.target,
         on_progress=on_progress,
+        search=search.subset,
     )
     notes = list(spec.notes)
     if spec.compactable and options.compact:
@@ -326,6 +336,7 @@ class _Search:
     meets: Callable[[Score], bool]
     fixed: list[str]  # kept float by the user and the rules
     target: str
+    subset: Callable[[Path], Score] | None = None  # the count search's cheaper measurement
 
 
 def _compact(
@@ -337,7 +348,7 @@ def _compact(
 
     When the analysis's result meets the target with no margin, int8 weights for its float layers
     miss it: then more of the worst layers are kept float, all stored as int8, as few more as meet
-    the target (``smallest_count`` over the same ranking). That trades a little speed for size,
+    the target (``search_count`` over the same ranking). That trades a little speed for size,
     the point of quantizing; if no count meets it, the float layers keep their exact weights."""
     if not result.excluded or not result.met:
         return result
@@ -353,27 +364,25 @@ def _compact(
         built = search.build(only, exclude)
         return compact_copy(ws, built, user) or built
 
-    tried: dict[int, GuardResult] = {}
+    def attempt(extra: int, how: Callable[[Path], Score]) -> GuardResult:
+        return keep_worst_float(
+            result.ranking, result.floats + extra, compacted, how, search.meets,
+            base_exclude=search.fixed, target=search.target,
+        )  # fmt: skip
 
-    def attempt(extra: int) -> GuardResult:
-        if extra not in tried:
-            tried[extra] = keep_worst_float(
-                result.ranking, result.floats + extra, compacted, search.measure, search.meets,
-                base_exclude=search.fixed, target=search.target,
-            )  # fmt: skip
-        return tried[extra]
-
-    extra = smallest_count(float_limit(result.ranking) - result.floats, lambda n: attempt(n).met)
-    if extra is None:
+    more = float_limit(result.ranking) - result.floats
+    found = search_count(more, attempt, search.measure, search.subset) if more > 0 else None
+    if found is None or not found.met:
         notes.append(
             "--compact: the weights of the layers kept float stay exact (int8 storage missed the target)"
         )
         return result
+    extra = found.floats - result.floats
     notes.append(
         f"--compact: the weights of the layers kept float are stored as int8 too; {extra} more "
         f"sensitive group{'s' * (extra > 1)} kept float to meet the target with them"
     )
-    return tried[extra]
+    return found
 
 
 def _excluded_nodes(
@@ -445,6 +454,23 @@ def _quiet_ort_logging():
             lg.setLevel(level)
         if printed.getvalue():
             logger.debug("ONNX Runtime printed: %s", printed.getvalue().strip())
+
+
+def _timed(
+    reference: Path, built: list[_Built], evals: Feeds, options: QuantizeOptions, on_progress: Progress
+) -> tuple[list[float | None], tuple[float, list[float]]]:
+    """Latency ratio of each built candidate to the original, and the medians (ms), interleaved."""
+    result = _bench(reference, [b.path for b in built], evals, options, on_progress)
+    ratios: list[float | None] = [r.latency for r in result.ratios[1:]]
+    return ratios, (result.models[0].latency.p50_ms, [m.latency.p50_ms for m in result.models[1:]])
+
+
+def _faster_met(built: list[_Built], ratios: list[float | None]) -> bool:
+    """Some candidate quantized something, meets the target and is faster (``auto.choose``'s first pick)."""
+    return any(
+        b.met and ratio is not None and ratio < auto.FASTER_BELOW
+        for b, ratio in zip(built, ratios, strict=True)
+    )
 
 
 def _bench(reference: Path, paths: list[Path], feeds: Feeds, options: QuantizeOptions, on_progress: Progress):
@@ -542,35 +568,47 @@ def quantize_model(
         ws = Workspace(work, options, model, calib, record, stack_size)
         before = ir.to_proto(model)
         modes = auto.candidate_modes(before) if options.mode is Mode.AUTO else [options.mode]
+        # the storage-only fall-back is only kept when no other candidate is faster: with the
+        # benchmark on, it is built after the others have been timed, and only where it can win
+        deferred = [m for m in modes if m is Mode.STORAGE and len(modes) > 1 and options.bench]
         built: list[_Built] = []
-        for mode in modes:
-            try:
-                with _quiet_ort_logging():
-                    built.append(_build_mode(ws, mode, judge, on_progress))
-            except (GateFailed, KeyboardInterrupt, MemoryError):
-                raise
-            except Exception as exc:  # noqa: BLE001 - ORT's tools fail in many ways on real models
-                if options.mode is not Mode.AUTO and isinstance(exc, ModelcrunchError):
+
+        def build(modes: list[Mode]) -> None:
+            for mode in modes:
+                try:
+                    with _quiet_ort_logging():
+                        built.append(_build_mode(ws, mode, judge, on_progress))
+                except (GateFailed, KeyboardInterrupt, MemoryError):
                     raise
-                if options.mode is not Mode.AUTO:
-                    raise VerificationError(
-                        f"{mode.value} quantization failed: {type(exc).__name__}: {exc}"
-                    ) from exc
-                logger.info("candidate %s failed: %s", mode.value, exc)  # reported in the warnings
-                warnings.append(f"candidate {mode.value} failed ({type(exc).__name__}: {str(exc)[:120]})")
-            finally:
-                if record is not None:  # only the first mode's reference run can use it
-                    record.clear()
-                    ws.record = None
+                except Exception as exc:  # noqa: BLE001 - ORT's tools fail in many ways on real models
+                    if options.mode is not Mode.AUTO and isinstance(exc, ModelcrunchError):
+                        raise
+                    if options.mode is not Mode.AUTO:
+                        raise VerificationError(
+                            f"{mode.value} quantization failed: {type(exc).__name__}: {exc}"
+                        ) from exc
+                    logger.info("candidate %s failed: %s", mode.value, exc)  # reported in the warnings
+                    warnings.append(f"candidate {mode.value} failed ({type(exc).__name__}: {str(exc)[:120]})")
+                finally:
+                    if record is not None:  # only the first mode's reference run can use it
+                        record.clear()
+                        ws.record = None
+
+        build([m for m in modes if m not in deferred])
+        ratios: list[float | None] = [None] * len(built)
+        bench_ms: tuple[float, list[float]] | None = None
+        if options.bench and built:
+            ratios, bench_ms = _timed(reference, built, evals, options, on_progress)
+        fall_back = bool(deferred) and not (built and _faster_met(built, ratios))
+        if fall_back:
+            build(deferred)
+            if options.bench and built:
+                ratios, bench_ms = _timed(reference, built, evals, options, on_progress)
+        skipped = [f"{m.value}: not tried (a faster candidate met the target)" for m in deferred]
+        skipped = [] if fall_back else skipped
         if not built:
             raise VerificationError("every candidate mode failed: " + "; ".join(warnings[-len(modes) :]))
 
-        ratios: list[float | None] = [None] * len(built)
-        bench_ms: tuple[float, list[float]] | None = None
-        if options.bench:
-            result = _bench(reference, [b.path for b in built], evals, options, on_progress)
-            ratios = [r.latency for r in result.ratios[1:]]
-            bench_ms = (result.models[0].latency.p50_ms, [m.latency.p50_ms for m in result.models[1:]])
         candidates = []
         protos = [onnx.load(str(b.path)) for b in built]
         nodes = [_excluded_nodes(before, proto, b) for b, proto in zip(built, protos, strict=True)]
@@ -637,7 +675,7 @@ def quantize_model(
         others = [
             f"{b.mode.value}: {n}" for b in built if b is not chosen for n in b.notes if n not in chosen.notes
         ]
-        prep_notes = sorted(chosen.notes) + sorted(set(others))  # the chosen model's first, unprefixed
+        prep_notes = sorted(chosen.notes) + sorted(set(others)) + skipped  # the chosen model's first
     return QuantizeReport(
         model=str(source),
         output=output_path,

@@ -161,27 +161,59 @@ def guard(
     base_exclude: Sequence[str] = (),
     target: str,
     on_progress: Callable | None = None,
+    search: Measure | None = None,
 ) -> GuardResult:
     """Quantize everything; if the target is missed, keep the worst layers float until it is met.
 
-    ``measure`` is the full held-out measurement; ``probe`` a cheap one (few samples) for ranking.
+    ``measure`` is the full held-out measurement; ``probe`` a cheap one (few samples) for ranking;
+    ``search`` (default ``measure``) a mid-sized one for the count search, whose answer is then
+    confirmed with ``measure`` (``search_count``).
     """
     path = build(None, base_exclude)
     score = measure(path)
     if meets(score) or not candidates:
         return GuardResult(path, score, {}, meets(score))
     ranking = [r for r in rank_layers(candidates, build, probe, on_progress=on_progress) if r.loss > 0]
-    tried: dict[int, GuardResult] = {}
 
-    def attempt(count: int) -> GuardResult:
-        if count not in tried:
-            tried[count] = keep_worst_float(
-                ranking, count, build, measure, meets, base_exclude=base_exclude, target=target
-            )
-        return tried[count]
+    def attempt(count: int, how: Measure) -> GuardResult:
+        return keep_worst_float(ranking, count, build, how, meets, base_exclude=base_exclude, target=target)
 
-    hit = smallest_count(float_limit(ranking), lambda count: attempt(count).met)
-    return tried[max(tried)] if hit is None else tried[hit]  # None: the most float attempt, missed
+    return search_count(float_limit(ranking), attempt, measure, search, on_progress=on_progress)
+
+
+def search_count(
+    limit: int,
+    attempt: Callable[[int, Measure], GuardResult],
+    measure: Measure,
+    search: Measure | None = None,
+    *,
+    on_progress: Callable | None = None,
+) -> GuardResult:
+    """The attempt with the smallest count in ``1..limit`` that meets the target (``smallest_count``),
+    or the most float one, missed. With ``search``, the counts are searched on it and the count it
+    finds is measured with ``measure``; where that misses, the search goes on above it with ``measure``
+    (so the answer always meets the target on the full measurement, or is reported missed)."""
+    tried: dict[tuple[int, bool], GuardResult] = {}
+
+    def run(count: int, full: bool) -> GuardResult:
+        if (count, full) not in tried:
+            tried[count, full] = attempt(count, measure if full or search is None else search)
+            if on_progress is not None:
+                expected = max(len(tried), 2 * limit.bit_length())  # doubling, then bisection
+                on_progress("keeping sensitive layers float", len(tried), expected)
+        return tried[count, full]
+
+    cheap = search is not None and search is not measure
+    hit = smallest_count(limit, lambda count: run(count, not cheap).met)
+    if hit is not None and cheap:
+        if run(hit, True).met:
+            return tried[hit, True]
+        above = smallest_count(limit - hit, lambda extra: run(hit + extra, True).met)
+        hit = None if above is None else hit + above
+        cheap = False
+    if hit is None:
+        return run(limit, True)  # the most float attempt, missed (measured in full)
+    return tried[hit, not cheap]
 
 
 def smallest_count(limit: int, met: Callable[[int], bool]) -> int | None:
