@@ -95,8 +95,8 @@ CHUNK_BYTES = 256 * 2**20
 #: thousands of rows, not millions (a 300x300 map has 90000 per sample).
 MAX_ROWS_PER_CHUNK = 16384
 #: Repair's time budget over all layers (seconds), and the fewest calibration feeds it reads.
-REPAIR_SECONDS = 60.0
-MIN_REPAIR_SAMPLES = 16
+REPAIR_SECONDS = 30.0
+MIN_REPAIR_SAMPLES = 8
 
 
 def _samples_per_chunk(node: ir.Node, x: np.ndarray, y: np.ndarray) -> int:
@@ -162,21 +162,13 @@ def _spread(feeds: Sequence, count: int) -> list:
     return [feeds[int(k)] for k in np.linspace(0, len(feeds) - 1, count).round()]
 
 
-def _budget(
-    feeds: list, elapsed: float, samples: int, layers: int, seconds: float, notes: list[str] | None
-) -> tuple[int, list]:
-    """(samples each layer may read, the feeds to read) from ``elapsed`` seconds for ``samples``."""
-    per_sample = elapsed / max(samples, 1)
-    cap = max(MIN_REPAIR_SAMPLES, int(seconds / layers / max(per_sample, 1e-9)))
-    total = sum(_stacked(f) for f in feeds)
-    if cap >= total:
-        return cap, feeds
-    if notes is not None:
-        notes.append(
-            f"repair read about {cap} of {total} calibration samples, evenly spread ({per_sample:.3f} s "
-            f"per sample, {layers} layers: a {seconds:.0f} s budget)"
-        )
-    return cap, _fewer(feeds, cap)
+def _cap(seconds_left: float, layers_left: int, fixed: float, per_sample: float, total: int) -> int:
+    """Samples each of the layers left may read to finish within ``seconds_left``, at ``fixed``
+    seconds per layer (its sessions) plus ``per_sample``."""
+    if layers_left <= 0 or per_sample <= 0:
+        return total
+    allowance = seconds_left / layers_left - fixed
+    return max(MIN_REPAIR_SAMPLES, min(total, int(allowance / per_sample)))
 
 
 def _stacked(feed: dict[str, np.ndarray]) -> int:
@@ -207,18 +199,22 @@ def repair(
 ) -> list[RepairedLayer]:
     """Refit every consumer layer of the pruned groups, in place on ``pruned``.
 
-    Each layer reads every calibration feed through both models; where that would take more than
-    ``seconds`` (``REPAIR_SECONDS``) in all (slow feeds: graph nets and big images fed one at a
-    time), the time of the first layer's second feed sets how many feeds the layers read, evenly
-    spread (at least ``MIN_REPAIR_SAMPLES``), and ``notes`` says so."""
+    Each layer reads the calibration feeds through both models (each run only as far as the layer:
+    ``activations.expose``). Where every feed would take more than ``seconds`` (``REPAIR_SECONDS``)
+    in all (big images, graph nets fed one at a time), each layer reads as many feeds, evenly spread
+    (at least ``MIN_REPAIR_SAMPLES``), as the budget left allows at the cost per sample of the layer
+    before it (of its own second feed, for the first), and ``notes`` says so."""
     names = {
         c for d in decisions if d.kept is not None and len(d.kept) < d.group.size for c in d.group.consumers
     }
     layers = [n for n in pruned.graph if n.name in names]
     original_out = {n.outputs[0].name: n for n in original.graph}
     done: list[RepairedLayer] = []
-    feeds, cap = list(calibration), None
+    everything = list(calibration)
+    total = sum(_stacked(f) for f in everything)
+    feeds, read = everything, []
     seconds = REPAIR_SECONDS if seconds is None else seconds
+    begun = time.perf_counter()
     for step, node in enumerate(layers):
         if on_progress:
             on_progress("repairing layers", step, len(layers))
@@ -231,11 +227,11 @@ def repair(
         keep_out = _kept_outputs(node, decisions, n_out_original)
         intercept = node.op_type != "MatMul"
         x_name, y_name = node.inputs[0].name, node.outputs[0].name
-        for _ in range(2):  # again when the first feeds set the sample budget
-            layer_feeds, started = feeds, time.perf_counter()
+        for _ in range(2):  # again when the first feeds show the layer cannot read them all
+            started = time.perf_counter()
             xtx = xty = None
             yty = 0.0
-            capped = False
+            capped, fixed = False, 0.0
             tick = time.perf_counter()
             for index, (xs, ys) in enumerate(
                 zip(
@@ -244,11 +240,13 @@ def repair(
                     strict=True,
                 )
             ):
-                if cap is None and index == 1:  # the first feed also paid for the sessions
-                    cap, feeds = _budget(feeds, time.perf_counter() - tick, _stacked(feeds[1]), len(layers),
-                                         seconds, notes)  # fmt: skip
-                    if feeds is not layer_feeds:
-                        capped = True
+                if index == 0:  # the sessions and the first feed
+                    fixed = time.perf_counter() - started
+                if index == 1 and feeds is everything:
+                    per = (time.perf_counter() - tick) / _stacked(feeds[1])
+                    cap = _cap(seconds - (tick - begun), len(layers) - step, fixed, per, total)
+                    if cap < total:
+                        feeds, capped = _fewer(everything, cap), True
                         break  # and read this layer again, from the chosen samples
                 tick = time.perf_counter()
                 x, y = xs[x_name], ys[y_name]
@@ -264,9 +262,14 @@ def repair(
                     yty += float((target * target).sum())
             if not capped:
                 break
-        if cap is None and step == 0:  # one feed only: the whole first layer sets the budget
-            samples = sum(_stacked(f) for f in feeds)
-            cap, feeds = _budget(feeds, time.perf_counter() - started, samples, len(layers), seconds, notes)
+        read.append(sum(_stacked(f) for f in feeds))
+        # the next layer reads what the budget left allows at this layer's cost per sample (deeper
+        # layers cost more: the sessions run the graph up to them only, ``activations.expose``)
+        now = time.perf_counter()
+        first = _stacked(feeds[0]) if len(feeds) > 1 else 0
+        per = (now - started - (fixed if first else 0)) / max(read[-1] - first, 1)
+        cap = _cap(seconds - (now - begun), len(layers) - step - 1, fixed if first else 0.0, per, total)
+        feeds = everything if cap >= total else _fewer(everything, cap)
         if xtx is None:
             continue
         current = _current_coef(node, intercept)
@@ -278,6 +281,13 @@ def repair(
         done.append(RepairedLayer(node.name, node.op_type, before, min(after, before)))
     if on_progress:
         on_progress("repairing layers", len(layers), len(layers))
+    if read and min(read) < total and notes is not None:
+        fewest, most = min(read), max(read)
+        span = f"{fewest}" if fewest == most else f"{fewest}-{most}"
+        notes.append(
+            f"repair read about {span} of {total} calibration samples per layer, evenly spread "
+            f"({len(layers)} layers in a {seconds:.0f} s budget)"
+        )
     return done
 
 
