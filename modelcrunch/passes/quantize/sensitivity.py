@@ -7,7 +7,10 @@ and comparing the model's outputs with the original on a few evaluation samples:
 top-1 or mask-IoU target, also the top-1 disagreement or ``1 - mask IoU``).
 One candidate model exists at a time, so memory is bounded by a single model plus its outputs —
 no intermediate tensor is ever marked as an output. At most ``MAX_PROBES`` probes run: with more
-layers, consecutive layers (in graph order) are grouped. Layers are then kept float worst-first,
+layers, consecutive layers (in graph order) are grouped, and more coarsely (at least
+``MIN_PROBES`` groups) where the probes would take more than ``SENSITIVITY_SECONDS``; the count
+search below reads a subset of the samples and confirms its answer on all of them
+(``search_count``). Layers are then kept float worst-first,
 as few as meet the fidelity target: counts 1, 2, 4, ... until one meets it, then a bisection
 between the last miss and the first hit (the loss falls as more layers stay float, so this finds
 the smallest count in O(log n) full measurements; on MiniLM it keeps 3 of 36 MatMuls float where
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +38,10 @@ from modelcrunch.runtime.judge import Verdict
 logger = logging.getLogger(__name__)
 
 MAX_PROBES = 48
+#: The sensitivity probes' time budget (seconds): past it, layers are probed in coarser groups ...
+SENSITIVITY_SECONDS = 60.0
+#: ... but never fewer than this many.
+MIN_PROBES = 8
 #: Keeping more than this share of the layers float is not quantization any more: give up.
 MAX_FLOAT_SHARE = 0.5
 
@@ -102,13 +110,35 @@ def groups(nodes: Sequence[str], max_groups: int = MAX_PROBES) -> list[tuple[str
 
 
 def rank_layers(
-    candidates: Sequence[str], build: Build, measure: Measure, *, on_progress: Callable | None = None
+    candidates: Sequence[str],
+    build: Build,
+    measure: Measure,
+    *,
+    on_progress: Callable | None = None,
+    seconds: float | None = None,
 ) -> list[LayerLoss]:
-    """Loss of each candidate group quantized alone, worst first."""
+    """Loss of each candidate group quantized alone, worst first.
+
+    Where the first probe shows that ``MAX_PROBES`` probes would take more than ``seconds``
+    (``SENSITIVITY_SECONDS``; big inputs, slow models), the other layers are grouped more coarsely
+    (at least ``MIN_PROBES`` groups in all)."""
+    seconds = SENSITIVITY_SECONDS if seconds is None else seconds
     results = []
     parts = groups(candidates)
-    for step, part in enumerate(parts, 1):
+    step, started = 0, time.perf_counter()
+    while step < len(parts):
+        part = parts[step]
         results.append(LayerLoss(part, measure(build(list(part), []))))
+        step += 1
+        if step == 1 and len(parts) > MIN_PROBES:
+            per_probe = time.perf_counter() - started
+            fit = max(MIN_PROBES, int(seconds / max(per_probe, 1e-9)))
+            if fit < len(parts):
+                rest = [n for p in parts[1:] for n in p]
+                parts = [parts[0], *groups(rest, fit - 1)]
+                logger.info(
+                    "sensitivity: %d groups (%.1f s a probe, %.0f s budget)", len(parts), per_probe, seconds
+                )
         if on_progress is not None:
             on_progress("sensitivity", step, len(parts))
     return sorted(results, key=lambda r: r.loss, reverse=True)
