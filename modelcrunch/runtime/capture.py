@@ -31,16 +31,59 @@ def with_activations(
 ) -> Iterator[dict[str, np.ndarray]]:
     """Run ``model`` (not changed: a copy gets the extra outputs) with the values ``names`` made
     graph outputs; for each of ``feeds``, yield the feed's arrays together with those values.
-    Names that are graph inputs come from the feed."""
+    Names that are graph inputs come from the feed. Only the nodes they depend on are kept
+    (``keep_ancestors``): ONNX Runtime runs every node of a graph, whatever outputs are asked for."""
     proto = ir.to_proto(model)
     inputs = {v.name for v in proto.graph.input}
     present = {o.name for o in proto.graph.output}
     wanted = sorted(set(names) - inputs)
+    if not wanted:  # every value is an input: no session to run
+        yield from (dict(feed) for feed in feeds)
+        return
+    kept = [o for o in proto.graph.output if o.name in wanted]
+    del proto.graph.output[:]
+    proto.graph.output.extend(kept)
     proto.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in wanted if n not in present)
+    keep_ancestors(proto.graph, wanted)  # only the nodes the values need run
     with tempfile.TemporaryDirectory(prefix="modelcrunch-capture-") as tmp:
         path = Path(tmp) / "capture.onnx"
         onnx.save(proto, str(path), save_as_external_data=proto.ByteSize() > EXTERNAL_DATA_BYTES)
         session = make_session(path, threads=threads, optimization=optimization)
+    needed = {i.name for i in session.get_inputs()}  # the inputs the kept nodes read
     for feed in feeds:
-        outputs = session.run(wanted, dict(feed)) if wanted else []  # run([]) would return every output
+        outputs = session.run(wanted, {k: v for k, v in feed.items() if k in needed})
         yield {**feed, **dict(zip(wanted, outputs, strict=True))}
+
+
+def keep_ancestors(graph: onnx.GraphProto, names: list[str]) -> None:
+    """Drop the nodes ``names`` do not depend on, and the initializers left unused: ONNX Runtime runs
+    every node of a graph whatever outputs are asked for, so reading an early layer would cost a
+    whole forward pass. A node with subgraphs depends on every name its subgraphs read."""
+    producer = {out: i for i, node in enumerate(graph.node) for out in node.output if out}
+    needed: set[int] = set()
+    stack = [producer[n] for n in names if n in producer]
+    while stack:
+        index = stack.pop()
+        if index in needed:
+            continue
+        needed.add(index)
+        stack += [
+            producer[n] for n in _reads(graph.node[index]) if n in producer and producer[n] not in needed
+        ]
+    kept = [node for i, node in enumerate(graph.node) if i in needed]
+    used = {n for node in kept for n in _reads(node)} | set(names)
+    inits = [t for t in graph.initializer if t.name in used]
+    del graph.node[:]
+    graph.node.extend(kept)
+    del graph.initializer[:]
+    graph.initializer.extend(inits)
+
+
+def _reads(node: onnx.NodeProto) -> set[str]:
+    """The names ``node`` reads: its inputs and, through subgraphs, every name they use."""
+    names = {n for n in node.input if n}
+    for attr in node.attribute:
+        for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
+            for inner in sub.node:
+                names |= _reads(inner)
+    return names

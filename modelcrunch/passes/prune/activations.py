@@ -10,6 +10,8 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
+from modelcrunch.runtime.capture import keep_ancestors
+
 
 def expose(model: ir.Model | onnx.ModelProto, names: list[str]) -> ort.InferenceSession:
     """A session on a copy of ``model`` whose outputs are ``names`` (intermediate values)."""
@@ -28,45 +30,11 @@ def expose(model: ir.Model | onnx.ModelProto, names: list[str]) -> ort.Inference
             elem_type = dtypes.get(name, onnx.TensorProto.FLOAT)
             out.CopyFrom(onnx.helper.make_tensor_value_info(name, elem_type, None))
     del proto.graph.value_info[:]
-    _keep_ancestors(proto.graph, names)
+    keep_ancestors(proto.graph, names)
     options = ort.SessionOptions()
     options.log_severity_level = 4  # fatal only: its errors come back as exceptions (one line)
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
-
-
-def _keep_ancestors(graph: onnx.GraphProto, names: list[str]) -> None:
-    """Drop the nodes ``names`` do not depend on, and the initializers left unused: ONNX Runtime runs
-    every node of a graph whatever outputs are asked for, so reading an early layer would cost a
-    whole forward pass. A node with subgraphs depends on every name its subgraphs read."""
-    producer = {out: i for i, node in enumerate(graph.node) for out in node.output if out}
-    needed: set[int] = set()
-    stack = [producer[n] for n in names if n in producer]
-    while stack:
-        index = stack.pop()
-        if index in needed:
-            continue
-        needed.add(index)
-        stack += [
-            producer[n] for n in _reads(graph.node[index]) if n in producer and producer[n] not in needed
-        ]
-    kept = [node for i, node in enumerate(graph.node) if i in needed]
-    used = {n for node in kept for n in _reads(node)} | set(names)
-    inits = [t for t in graph.initializer if t.name in used]
-    del graph.node[:]
-    graph.node.extend(kept)
-    del graph.initializer[:]
-    graph.initializer.extend(inits)
-
-
-def _reads(node: onnx.NodeProto) -> set[str]:
-    """The names ``node`` reads: its inputs and, through subgraphs, every name they use."""
-    names = {n for n in node.input if n}
-    for attr in node.attribute:
-        for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
-            for inner in sub.node:
-                names |= _reads(inner)
-    return names
 
 
 def _element_types(proto: onnx.ModelProto) -> dict[str, int]:
