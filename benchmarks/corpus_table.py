@@ -9,6 +9,9 @@ test set), each under ``nice -n 10`` and a wall-clock timeout, and checks what i
 exit 0 with a model that loads, or a one-line refusal; never a traceback. Writes
 ``corpus.json`` and ``corpus.md`` (the README's table) to ``--out``.
 
+``--report`` prints the tables of what ``corpus.json`` holds, running nothing; ``corpus_runtime.md``
+is the run-time table (seconds per command, against issue 17's 3-minute target).
+
 Columns: exit code (``T`` = timed out), output size / original's, latency ratio and the headline
 task figure the command reported (the judge's worst figure where it judged, else worst cosine).
 """
@@ -193,6 +196,50 @@ def cell(r: Run) -> str:
     return ", ".join(parts)
 
 
+#: Issue 17's run-time target: any command with defaults under 3 minutes on a corpus model up to 20 MB.
+TARGET_SECONDS, TARGET_MAX_BYTES = 180.0, 20_500_000
+
+
+def runtime_markdown(runs: list[Run], root: Path) -> str:
+    """Seconds per (model, command), and whether each meets ``TARGET_SECONDS`` (models up to
+    ``TARGET_MAX_BYTES``; larger ones are listed without a target)."""
+    sizes = {name: model.stat().st_size for name, model, _, _ in corpus(root) if model.exists()}
+    models = sorted({r.model for r in runs}, key=lambda m: sizes.get(m, 0))
+    lines = [
+        "| model | MB | " + " | ".join(COMMANDS) + " | over 3 min |",
+        "|---|---|" + "---|" * len(COMMANDS) + "---|",
+    ]
+    missed = []
+    for model in models:
+        by = {r.command: r for r in runs if r.model == model}
+        size = sizes.get(model, 0)
+        targeted = size <= TARGET_MAX_BYTES
+        cells, over = [], []
+        for command in COMMANDS:
+            r = by.get(command)
+            if r is None:
+                cells.append("not run")
+                continue
+            cells.append(_exit(r) if r.exit is None else f"{r.seconds:.0f} s")
+            if targeted and (r.exit is None or r.seconds > TARGET_SECONDS):
+                over.append(command)
+        missed += [f"{model} {c}" for c in over]
+        verdict = ", ".join(over) if over else ("none" if targeted else "no target (> 20 MB)")
+        lines.append(f"| {model} | {size / 1e6:.1f} | " + " | ".join(cells) + f" | {verdict} |")
+    lines.append("")
+    lines.append(
+        f"run-time target (< {TARGET_SECONDS:.0f} s with defaults, models <= 20 MB): "
+        + (
+            "no runs recorded"
+            if not runs
+            else "met by every run"
+            if not missed
+            else f"MISSED by {len(missed)}: " + "; ".join(missed)
+        )
+    )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("root", nargs="?", default=".real_models")
@@ -200,12 +247,13 @@ def main() -> None:
     parser.add_argument("--only", nargs="*")
     parser.add_argument("--commands", nargs="*", default=list(COMMANDS))
     parser.add_argument("--out", default=".bench_out")
+    parser.add_argument("--report", action="store_true", help="print the tables of corpus.json; run nothing")
     args = parser.parse_args()
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     results_path = out_dir / "corpus.json"
     runs = [Run(**r) for r in json.loads(results_path.read_text())] if results_path.exists() else []
-    for name, model, calib, test in corpus(Path(args.root)):
+    for name, model, calib, test in [] if args.report else corpus(Path(args.root)):
         if args.only and not any(o in name for o in args.only):
             continue
         for command in args.commands:
@@ -215,7 +263,9 @@ def main() -> None:
             print(f"{name:55s} {command:9s} {cell(run)}", flush=True)
             results_path.write_text(json.dumps([asdict(r) for r in runs], indent=1))
     (out_dir / "corpus.md").write_text(markdown(runs))
+    (out_dir / "corpus_runtime.md").write_text(runtime_markdown(runs, Path(args.root)))
     print(markdown(runs))
+    print(runtime_markdown(runs, Path(args.root)))
 
 
 if __name__ == "__main__":

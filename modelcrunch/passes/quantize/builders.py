@@ -98,6 +98,7 @@ class ModeBuild:
     notes: list[str]
     compactable: bool = False  # leaves float weights that ``compact_copy`` may store as int8
     kept: dict[str, str] = field(default_factory=dict)  # kept float by rule, before any measurement: reason
+    float_source: Path | None = None  # static: the float model it quantizes (for ``bias_correction``)
 
 
 def _nodes(model: onnx.ModelProto, op_types: Sequence[str]) -> list[str]:
@@ -262,7 +263,8 @@ def mode_build(ws: Workspace, mode: Mode) -> ModeBuild:
         notes = list(prep.notes)
         if options.reduce_range is None and options.effective_reduce_range:
             notes.append("7-bit weights (reduce_range): this CPU has no VNNI, full-range u8s8 would saturate")
-        return ModeBuild(build, layers, notes, compactable=True, kept=kept)
+        source = prep.path if mode is Mode.STATIC else None
+        return ModeBuild(build, layers, notes, compactable=True, kept=kept, float_source=source)
 
     if mode is Mode.WEIGHT_ONLY:
         proto, gathers, notes = gather_opset(ir.to_proto(ws.model), options)

@@ -90,6 +90,7 @@ class QuantizeOptions:
     allow_slower: bool = False  # auto: a chosen model slower than the original is not a failure
     require_faster: bool = False
     sensitivity: bool = True  # keep the worst layers in float until the target is met
+    bias_correction: bool = True  # static: fold each int8 layer's mean output shift into its bias
     gptq: bool = True  # storage: GPTQ error-compensating rounding from the calibration data (``gptq.py``)
     fuse: bool = True  # static/dynamic/storage: exact float fusions first (``passes/fuse.py``)
     compact: bool = True  # dynamic/static: store the float weights they leave (embeddings...) as int8

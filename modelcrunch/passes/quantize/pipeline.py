@@ -25,7 +25,7 @@ import onnxruntime as ort
 from modelcrunch.errors import GateFailed, ModelcrunchError, VerificationError
 from modelcrunch.io import load_model, model_size_bytes, save_model
 from modelcrunch.passes._ir import annotated_names, drop_shape_annotations, name_nodes
-from modelcrunch.passes.quantize import auto
+from modelcrunch.passes.quantize import auto, bias_correction
 from modelcrunch.passes.quantize.builders import (
     HALF_MODES,
     Workspace,
@@ -306,6 +306,8 @@ def _build_mode(ws: Workspace, mode: Mode, judge: _Judge, on_progress: Progress)
     notes = list(spec.notes)
     if spec.compactable and options.compact:
         result = _compact(ws, result, search, user, notes)
+    if spec.float_source is not None and options.bias_correction and not ws.calibration.synthetic:
+        result = _bias_corrected(ws, spec.float_source, result, search, notes)
     met = result.met
     per_token = per_token_nodes(result.path) if mode is Mode.DYNAMIC and options.per_token else set()
     if per_token:
@@ -383,6 +385,30 @@ def _compact(
         f"sensitive group{'s' * (extra > 1)} kept float to meet the target with them"
     )
     return found
+
+
+def _bias_corrected(
+    ws: Workspace, source: Path, result: GuardResult, search: _Search, notes: list[str]
+) -> GuardResult:
+    """``result`` with its int8 layers' biases corrected (``bias_correction``), where the task
+    verdict on the held-out samples is no worse; else ``result`` as it is (``notes`` says which)."""
+    try:
+        layers = [n.name for n in onnx.load(str(source), load_external_data=False).graph.node]
+        means = bias_correction.input_means(source, layers, ws.calibration.samples)
+        out = ws.new_path("bias")
+        corrected = bias_correction.correct(result.path, source, means, out)
+    except Exception as exc:  # noqa: BLE001 - an accuracy nicety: the uncorrected model stands
+        logger.info("bias correction failed: %s", exc)
+        return result
+    if not corrected:
+        return result
+    score = search.measure(out)
+    before, after = result.score.describe(), score.describe()
+    if score.loss <= result.score.loss and (search.meets(score) or not result.met):
+        notes.append(f"bias correction of {len(corrected)} int8 layers: {before} -> {after}")
+        return replace(result, path=out, score=score, met=search.meets(score))
+    notes.append(f"bias correction of {len(corrected)} int8 layers not kept ({after}; without: {before})")
+    return result
 
 
 def _excluded_nodes(
