@@ -413,6 +413,8 @@ def builders(
             True,
         ),  # fmt: skip
         "ddddocr_old": ("ddddocr", "common_old", lambda rng: _ddddocr_old(rng, fonts), False),
+        # ddddocr's default (beta) recogniser: the same input as common_old (grey, height 64)
+        "ddddocr_common": ("ddddocr", "common", lambda rng: _ddddocr_old(rng, fonts), False),
         "caustic": (
             "caustic-nmr",
             "best_v2_carbons",

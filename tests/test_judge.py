@@ -287,6 +287,30 @@ def test_slower_means_the_whole_latency_interval_above_the_copies_margin():
     assert speed_verdict(1.2, Quality(allow_slower=True), (1.1, 1.3)) == (True, None)
 
 
+def test_an_uncertain_slower_reading_is_measured_again_for_longer():
+    from types import SimpleNamespace
+
+    from modelcrunch.passes.guard import RECHECK_SECONDS, timed
+
+    def bench_reading(*readings):
+        calls = []
+
+        def bench(seconds):
+            latency, ci = readings[len(calls)]
+            calls.append(seconds)
+            return SimpleNamespace(ratios=[None, SimpleNamespace(latency=latency, latency_ci=ci)])
+
+        return bench, calls
+
+    bench, calls = bench_reading((1.15, (0.69, 1.26)), (1.01, (0.99, 1.03)))
+    notes = []
+    assert timed(bench, 4.0, notes).ratios[1].latency == 1.01
+    assert calls == [4.0, RECHECK_SECONDS] and "re-measured" in notes[0] and "0.690-1.260" in notes[0]
+    for reading in ((1.15, (1.08, 1.2)), (1.02, (0.9, 1.1)), (1.2, None)):  # clear, or not slower
+        bench, calls = bench_reading(reading)
+        assert timed(bench, 4.0, []) is not None and calls == [4.0]
+
+
 def test_a_few_scores_all_above_one_are_not_class_logits(tmp_path):
     from onnx import TensorProto, helper
 

@@ -204,6 +204,28 @@ def strongest(
     return None, attempts
 
 
+#: A latency measurement that reads slower while its interval still holds 1.0 is taken again, this long.
+RECHECK_SECONDS = 20.0
+
+
+def timed(bench: Callable[[float], T], seconds: float, notes: list[str]) -> T:
+    """``bench(seconds)`` (a ``runtime.bench.BenchResult`` of the original then the candidate); taken
+    again for ``max(4 x seconds, RECHECK_SECONDS)`` when it reads slower than ``SLOWER_ABOVE`` but its
+    95 % interval still includes 1.0 (a slow model gets few rounds in a short budget), and
+    ``notes`` says so: a verdict of "slower" then rests on the longer measurement."""
+    result = bench(seconds)
+    first = result.ratios[1]  # type: ignore[attr-defined]
+    interval = first.latency_ci
+    if first.latency > SLOWER_ABOVE and interval is not None and interval[0] <= 1.0:
+        longer = max(4 * seconds, RECHECK_SECONDS)
+        notes.append(
+            f"latency re-measured for {longer:.0f} s: the first {seconds:.0f} s read {first.latency:.2f}x "
+            f"(95 % interval {interval[0]:.3f}-{interval[1]:.3f}), too uncertain to call"
+        )
+        result = bench(longer)
+    return result
+
+
 def speed_verdict(
     ratio: float | None, quality: Quality, interval: tuple[float, float] | None = None
 ) -> tuple[bool, str | None]:

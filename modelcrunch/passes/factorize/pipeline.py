@@ -11,7 +11,7 @@ from modelcrunch.data import Dataset
 from modelcrunch.io import load_model, stage_model
 from modelcrunch.passes.factorize.core import FactorizeConfig, ProgressFn, factorize
 from modelcrunch.passes.factorize.report import FactorizeReport
-from modelcrunch.passes.guard import Quality, make_judge, speed_verdict, split_data, strongest
+from modelcrunch.passes.guard import Quality, make_judge, speed_verdict, split_data, strongest, timed
 from modelcrunch.runtime.bench import benchmark
 from modelcrunch.runtime.feeds import check_dataset, synthesize_feeds
 from modelcrunch.runtime.judge import Verdict
@@ -99,14 +99,14 @@ def factorize_file(
     ratio = interval = None
     if measure_results:
         feed = next(iter(split.judged.batches(1))) if isinstance(split.judged, Dataset) else fallback
-        result = benchmark(
-            [model_path, staged.path],
-            feed,
-            threads=threads,
-            time_budget_s=5.0,
-            names=["original", "factorized"],
-            on_progress=on_progress,
-        )
+        result = timed(
+            lambda seconds: benchmark(
+                [model_path, staged.path], feed, threads=threads, time_budget_s=seconds,
+                names=["original", "factorized"], on_progress=on_progress,
+            ),
+            5.0,
+            notes,
+        )  # fmt: skip
         bench, ratio = result.to_dict(), result.ratios[1].latency
         interval = result.ratios[1].latency_ci
     fast_enough, slow_note = speed_verdict(ratio, quality, interval)

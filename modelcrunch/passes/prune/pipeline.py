@@ -16,7 +16,7 @@ from modelcrunch.analysis.quantized import optimized_layers, summary
 from modelcrunch.data import Dataset
 from modelcrunch.errors import ModelcrunchError
 from modelcrunch.io import load_model, model_size_bytes, stage_model
-from modelcrunch.passes.guard import Quality, make_judge, speed_verdict, split_data, strongest
+from modelcrunch.passes.guard import Quality, make_judge, speed_verdict, split_data, strongest, timed
 from modelcrunch.passes.prune import report as rep
 from modelcrunch.passes.prune.magnitude import magnitude_prune
 from modelcrunch.passes.prune.nm import nm_prune
@@ -236,13 +236,14 @@ def prune_file(
             if isinstance(split.judged, Dataset)
             else fallback
         )
-        fields["latency"] = benchmark(
-            [model_path, written],
-            feed,
-            threads=config.threads,
-            time_budget_s=config.bench_seconds,
-            on_progress=on_progress,
-        )
+        fields["latency"] = timed(
+            lambda seconds: benchmark(
+                [model_path, written], feed, threads=config.threads, time_budget_s=seconds,
+                on_progress=on_progress,
+            ),
+            config.bench_seconds,
+            notes,
+        )  # fmt: skip
         ratio, interval = fields["latency"].ratios[1].latency, fields["latency"].ratios[1].latency_ci
     fast_enough, slow_note = speed_verdict(ratio, quality, interval)
     if config.measure and config.structured is not None:
