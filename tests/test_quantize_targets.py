@@ -94,6 +94,26 @@ def test_smallest_count():
     assert smallest_count(0, lambda n: True) is None
 
 
+def test_count_search_on_a_subset_is_confirmed_on_every_sample():
+    """The subset says 3 layers float suffice; all samples need 5: the answer is 5, measured in full."""
+    from types import SimpleNamespace
+
+    from modelcrunch.passes.quantize.sensitivity import search_count
+
+    subset, full = object(), object()
+    calls = []
+
+    def attempt(count, how):
+        calls.append((count, "full" if how is full else "subset"))
+        return SimpleNamespace(met=count >= (5 if how is full else 3), count=count, full=how is full)
+
+    found = search_count(20, attempt, full, subset)
+    assert (found.count, found.full, found.met) == (5, True, True)
+    assert all(how == "subset" for _, how in calls[:4]) and (3, "full") in calls
+    missed = search_count(4, lambda count, how: SimpleNamespace(met=how is subset, count=count), full, subset)
+    assert not missed.met and missed.count == 4  # never met in full: the most float attempt, missed
+
+
 LOSSES = {f"n{i}": 0.001 * (i + 1) for i in range(20)}  # n19 worst; quantizing all: 0.21
 COMPACT_LOSS = 0.0005  # each float layer whose weights are stored as int8
 
