@@ -99,7 +99,9 @@ def _figure(doc: dict) -> str:
     if isinstance(verdict, dict):
         worst = verdict.get("worst") or {}
         if worst:
-            return f"{worst.get('kind', '')} {worst.get('figure', '')} {worst.get('value', 0):.3f}".strip()
+            kind, figure = worst.get("kind", ""), worst.get("figure", "")
+            label = figure if figure.startswith(kind) else f"{kind} {figure}"  # not "detection detection F1"
+            return f"{label} {worst.get('value', 0):.3f}".strip()
         if "quality" in verdict:
             return f"quality {verdict['quality']:.3f}"
     cosine = _find(doc, "worst_cosine")

@@ -492,7 +492,7 @@ def _timed(
 
 
 def _faster_met(built: list[_Built], ratios: list[float | None]) -> bool:
-    """Some candidate quantized something, meets the target and is faster (``auto.choose``'s first pick)."""
+    """Some candidate meets the target and is faster than the original (what ``auto.choose`` picks first)."""
     return any(
         b.met and ratio is not None and ratio < auto.FASTER_BELOW
         for b, ratio in zip(built, ratios, strict=True)
