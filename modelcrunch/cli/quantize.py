@@ -119,6 +119,12 @@ def quantize_cmd(
         bool,
         typer.Option(help="storage: GPTQ rounding of int8 weights from the calibration data (else nearest)."),
     ] = True,
+    bias_correction: Annotated[
+        bool,
+        typer.Option(
+            help="static: fold each int8 layer's mean output shift into its bias (kept if no worse)."
+        ),
+    ] = True,
     fuse: Annotated[
         bool,
         typer.Option(
@@ -176,6 +182,7 @@ def quantize_cmd(
         require_faster=require_faster,
         sensitivity=sensitivity,
         gptq=gptq,
+        bias_correction=bias_correction,
         fuse=fuse,
         compact=compact,
         per_token=per_token,
