@@ -358,10 +358,11 @@ def test_strength_search_bisects_and_past_its_budget_takes_the_weakest_level():
 
     from modelcrunch.passes.guard import strongest
 
-    def attempt_up_to(limit: float, calls: list):
+    def attempt_up_to(limit: float, calls: list, miss_loss: float = 2.0):
         def attempt(level: float):
             calls.append(level)
-            return level, SimpleNamespace(passed=level <= limit, summary=lambda: "")
+            loss = 0.5 if level <= limit else miss_loss
+            return level, SimpleNamespace(passed=level <= limit, loss=loss, summary=lambda: "")
 
         return attempt
 
@@ -375,3 +376,6 @@ def test_strength_search_bisects_and_past_its_budget_takes_the_weakest_level():
     calls = []
     best, attempts = strongest(levels, attempt_up_to(0.0, calls), seconds=0.0)
     assert best is None and calls == [0.1] and len(attempts) == 1
+    calls = []  # a far miss (10x its allowance) sends the search to the weakest level next
+    best, _ = strongest(levels, attempt_up_to(0.2, calls, miss_loss=10.0))
+    assert best.strength == 0.2 and calls == [0.4, 0.1, 0.2, 0.3]

@@ -38,6 +38,9 @@ SLOWER_ABOVE = 1.05
 SLOWER_INTERVAL_ABOVE = 1.03
 #: The strength search's time budget (seconds): past it, no stronger level is tried.
 SEARCH_SECONDS = 150.0
+#: A level that misses by more than this many times its allowance (``Verdict.loss``) sends the search
+#: straight to the weakest level: the levels in between are unlikely to pass, and each try is costly.
+FAR_MISS = 3.0
 
 
 @dataclass(frozen=True)
@@ -169,6 +172,8 @@ def strongest(
     """The strongest of ``levels`` (weakest first) whose verdict passes, by bisection; and every
     attempt made. None when even the weakest misses (the attempts then hold the weakest's result).
 
+    After a level misses by more than ``FAR_MISS`` times its allowance, the weakest level is tried
+    next (a sensitive model: the levels between rarely pass).
     Past ``seconds`` (``SEARCH_SECONDS``; slow models, where one attempt takes minutes) the search
     stops at the strongest level that passed so far, or tries the weakest level last."""
     seconds = SEARCH_SECONDS if seconds is None else seconds
@@ -191,6 +196,8 @@ def strongest(
             logger.info("strength search: stopped after %.0f s (its time budget)", time.monotonic() - started)
             break
         middle = (low + high) // 2 if time.monotonic() - started <= seconds else 0
+        if low < 0 and 0 not in tried and any(t.verdict.loss > FAR_MISS for t in tried.values()):
+            middle = 0  # a far miss: the weakest level next
         if run(middle).verdict.passed:
             low = middle
         else:
