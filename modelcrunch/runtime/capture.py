@@ -58,7 +58,20 @@ def with_activations(
 def keep_ancestors(graph: onnx.GraphProto, names: list[str]) -> None:
     """Drop the nodes ``names`` do not depend on, and the initializers left unused: ONNX Runtime runs
     every node of a graph whatever outputs are asked for, so reading an early layer would cost a
-    whole forward pass. A node with subgraphs depends on every name its subgraphs read."""
+    whole forward pass."""
+    needed = ancestors(graph, names)
+    kept = [node for i, node in enumerate(graph.node) if i in needed]
+    used = {n for node in kept for n in reads(node)} | set(names)
+    inits = [t for t in graph.initializer if t.name in used]
+    del graph.node[:]
+    graph.node.extend(kept)
+    del graph.initializer[:]
+    graph.initializer.extend(inits)
+
+
+def ancestors(graph: onnx.GraphProto, names: list[str]) -> set[int]:
+    """Indexes of the nodes of ``graph`` that ``names`` depend on. A node with subgraphs depends on
+    every name its subgraphs read."""
     producer = {out: i for i, node in enumerate(graph.node) for out in node.output if out}
     needed: set[int] = set()
     stack = [producer[n] for n in names if n in producer]
@@ -68,22 +81,16 @@ def keep_ancestors(graph: onnx.GraphProto, names: list[str]) -> None:
             continue
         needed.add(index)
         stack += [
-            producer[n] for n in _reads(graph.node[index]) if n in producer and producer[n] not in needed
+            producer[n] for n in reads(graph.node[index]) if n in producer and producer[n] not in needed
         ]
-    kept = [node for i, node in enumerate(graph.node) if i in needed]
-    used = {n for node in kept for n in _reads(node)} | set(names)
-    inits = [t for t in graph.initializer if t.name in used]
-    del graph.node[:]
-    graph.node.extend(kept)
-    del graph.initializer[:]
-    graph.initializer.extend(inits)
+    return needed
 
 
-def _reads(node: onnx.NodeProto) -> set[str]:
+def reads(node: onnx.NodeProto) -> set[str]:
     """The names ``node`` reads: its inputs and, through subgraphs, every name they use."""
     names = {n for n in node.input if n}
     for attr in node.attribute:
         for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
             for inner in sub.node:
-                names |= _reads(inner)
+                names |= reads(inner)
     return names

@@ -10,34 +10,46 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
-from modelcrunch.runtime.capture import keep_ancestors
+from modelcrunch.runtime.capture import ancestors, reads
 
 
-def expose(model: ir.Model | onnx.ModelProto, names: list[str]) -> ort.InferenceSession:
-    """A session on a copy of ``model`` whose outputs are ``names`` (intermediate values)."""
+def expose(
+    model: ir.Model | onnx.ModelProto, names: list[str], types: dict[str, int] | None = None
+) -> ort.InferenceSession:
+    """A session on a copy of ``model`` whose outputs are ``names`` (intermediate values), holding
+    only the nodes and initializers they depend on. ``types``: the element types of the model's
+    values (``element_types``; computed here when not given)."""
     proto = ir.to_proto(model) if isinstance(model, ir.Model) else model
-    proto = onnx.ModelProto.FromString(proto.SerializeToString())
-    dtypes = _element_types(proto)
+    needed = ancestors(proto.graph, names)
+    used = {n for i in needed for n in reads(proto.graph.node[i])} | set(names)
+    copy = onnx.ModelProto(
+        ir_version=proto.ir_version, producer_name=proto.producer_name, opset_import=proto.opset_import,
+        functions=proto.functions,
+    )  # fmt: skip
+    graph = copy.graph
+    graph.name = proto.graph.name
+    graph.input.extend(proto.graph.input)
+    graph.node.extend(node for i, node in enumerate(proto.graph.node) if i in needed)
+    graph.initializer.extend(t for t in proto.graph.initializer if t.name in used)
+    graph.sparse_initializer.extend(t for t in proto.graph.sparse_initializer if t.values.name in used)
+    dtypes = element_types(proto) if types is None else types
     known = {v.name: v for v in [*proto.graph.value_info, *proto.graph.output, *proto.graph.input]}
-    del proto.graph.output[:]
     for name in names:
         info = known.get(name)
-        out = proto.graph.output.add()
+        out = graph.output.add()
         if info is not None and info.type.HasField("tensor_type"):
             out.CopyFrom(info)
             out.type.tensor_type.ClearField("shape")
         else:
             elem_type = dtypes.get(name, onnx.TensorProto.FLOAT)
             out.CopyFrom(onnx.helper.make_tensor_value_info(name, elem_type, None))
-    del proto.graph.value_info[:]
-    keep_ancestors(proto.graph, names)
     options = ort.SessionOptions()
     options.log_severity_level = 4  # fatal only: its errors come back as exceptions (one line)
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(copy.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
-def _element_types(proto: onnx.ModelProto) -> dict[str, int]:
+def element_types(proto: onnx.ModelProto) -> dict[str, int]:
     """Element types of the main graph's values by name, from ONNX type inference (best effort):
     a float16 model's activations are float16, not the float32 an untyped output would claim."""
     try:
@@ -52,10 +64,13 @@ def _element_types(proto: onnx.ModelProto) -> dict[str, int]:
 
 
 def iter_activations(
-    model: ir.Model | onnx.ModelProto, names: list[str], feeds: Iterable[dict[str, np.ndarray]]
+    model: ir.Model | onnx.ModelProto,
+    names: list[str],
+    feeds: Iterable[dict[str, np.ndarray]],
+    types: dict[str, int] | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
     """For each feed batch, the values of ``names`` (float32 arrays)."""
-    session = expose(model, names)
+    session = expose(model, names, types)
     inputs = {i.name for i in session.get_inputs()}
     for batch in feeds:
         results = session.run(names, {k: v for k, v in batch.items() if k in inputs})

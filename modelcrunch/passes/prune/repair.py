@@ -30,7 +30,7 @@ from modelcrunch.analysis.channels import attr_value
 from modelcrunch.analysis.groups import const_array, expand_indices
 from modelcrunch.passes._ir import register_array
 from modelcrunch.passes.im2col import im2col
-from modelcrunch.passes.prune.activations import iter_activations
+from modelcrunch.passes.prune.activations import element_types, iter_activations
 from modelcrunch.passes.prune.structured import GroupDecision
 
 logger = logging.getLogger(__name__)
@@ -209,6 +209,8 @@ def repair(
     }
     layers = [n for n in pruned.graph if n.name in names]
     original_out = {n.outputs[0].name: n for n in original.graph}
+    reference = ir.to_proto(original)  # unchanged: serialized once, its sessions cut from it
+    types = element_types(reference)
     done: list[RepairedLayer] = []
     everything = list(calibration)
     total = sum(_stacked(f) for f in everything)
@@ -219,11 +221,11 @@ def repair(
         if on_progress:
             on_progress("repairing layers", step, len(layers))
         why = _repairable(node)
-        reference = original_out.get(node.outputs[0].name)
-        if why is not None or reference is None:
+        source = original_out.get(node.outputs[0].name)
+        if why is not None or source is None:
             logger.info("not repairing %s: %s", node.name, why or "output not found in the original")
             continue
-        n_out_original = _out_features(reference)
+        n_out_original = _out_features(source)
         keep_out = _kept_outputs(node, decisions, n_out_original)
         intercept = node.op_type != "MatMul"
         x_name, y_name = node.inputs[0].name, node.outputs[0].name
@@ -235,8 +237,8 @@ def repair(
             tick = time.perf_counter()
             for index, (xs, ys) in enumerate(
                 zip(
-                    iter_activations(pruned, [x_name], feeds),
-                    iter_activations(original, [y_name], feeds),
+                    iter_activations(pruned, [x_name], feeds, types),
+                    iter_activations(reference, [y_name], feeds, types),
                     strict=True,
                 )
             ):
