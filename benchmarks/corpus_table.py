@@ -186,7 +186,8 @@ def cell(r: Run) -> str:
     if r.latency_ratio is not None:
         parts.append(f"{r.latency_ratio:.2f}x lat")
     if r.figure:
-        parts.append(r.figure)
+        kind, _, rest = r.figure.partition(" ")
+        parts.append(rest if rest.startswith(kind + " ") else r.figure)  # older: "detection detection F1"
     if r.exit not in (0, None) and r.message:
         why = r.message
         for prefix in ("error: ", "quality target missed: ", "target MISSED: "):
