@@ -66,6 +66,10 @@ def correct(quantized: Path, float_model: Path, means: dict[str, np.ndarray], ou
     graph = proto.graph
     inits = {t.name: t for t in graph.initializer}
     producer = {o: n for n in graph.node for o in n.output}
+    uses: dict[str, int] = {}
+    for n in graph.node:
+        for name in n.input:
+            uses[name] = uses.get(name, 0) + 1
     done = []
     for node in graph.node:
         if node.op_type not in ("Conv", "Gemm") or node.name not in means or len(node.input) < 3:
@@ -80,7 +84,9 @@ def correct(quantized: Path, float_model: Path, means: dict[str, np.ndarray], ou
         shift = _shift(node, w_q - w, means[node.name])
         if shift is None or not np.all(np.isfinite(shift)):
             continue
-        if _add_to_bias(node.input[2], -shift, producer, inits):
+        bias = producer.get(node.input[2])
+        shared = uses.get(node.input[2], 0) > 1 or (bias is not None and uses.get(bias.input[0], 0) > 1)
+        if not shared and _add_to_bias(node.input[2], -shift, producer, inits):  # a shared bias: left
             done.append(node.name)
     onnx.save(proto, str(out))
     return done

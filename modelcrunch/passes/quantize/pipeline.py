@@ -393,7 +393,8 @@ def _bias_corrected(
     """``result`` with its int8 layers' biases corrected (``bias_correction``), where the task
     verdict on the held-out samples is no worse; else ``result`` as it is (``notes`` says which)."""
     try:
-        layers = [n.name for n in onnx.load(str(source), load_external_data=False).graph.node]
+        graph = onnx.load(str(source), load_external_data=False).graph
+        layers = [n.name for n in graph.node if n.op_type in ("Conv", "Gemm")]
         means = bias_correction.input_means(source, layers, ws.calibration.samples)
         out = ws.new_path("bias")
         corrected = bias_correction.correct(result.path, source, means, out)
