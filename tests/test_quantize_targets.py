@@ -122,6 +122,15 @@ def test_count_search_on_a_subset_is_confirmed_on_every_sample():
     assert not missed.met and missed.count == 4  # never met in full: the most float attempt, missed
 
 
+def test_a_count_measured_twice_is_built_once():
+    from modelcrunch.passes.quantize.sensitivity import cached
+
+    built = []
+    build = cached(lambda only, exclude: built.append((only, tuple(exclude))) or Path(f"m{len(built)}.onnx"))
+    assert build(None, ["a", "b"]) == build(None, ("a", "b")) == Path("m1.onnx")
+    assert build(["c"], []) == Path("m2.onnx") and len(built) == 2
+
+
 LOSSES = {f"n{i}": 0.001 * (i + 1) for i in range(20)}  # n19 worst; quantizing all: 0.21
 COMPACT_LOSS = 0.0005  # each float layer whose weights are stored as int8
 

@@ -22,11 +22,13 @@ The caller measures the corrected model and keeps it only where the task verdict
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 from onnx import numpy_helper
 
 from modelcrunch.runtime.capture import with_activations
@@ -35,15 +37,15 @@ logger = logging.getLogger(__name__)
 
 #: Calibration samples the input means are read on.
 SAMPLES = 32
+#: The layers corrected.
+LAYERS = ("Conv", "Gemm")
 
 
-def input_means(float_model: Path, nodes: Sequence[str], feeds: Sequence[dict]) -> dict[str, np.ndarray]:
-    """node name → the per-channel mean of its first input in ``float_model`` on ``feeds``."""
-    import onnx_ir as ir
-
+def input_means(float_model: Path, feeds: Sequence[dict]) -> dict[str, np.ndarray]:
+    """Conv/Gemm node name → the per-channel mean of its first input in ``float_model`` on ``feeds``."""
     model = ir.load(str(float_model))
     wanted = {
-        n.name: n.inputs[0].name for n in model.graph if n.name in set(nodes) and n.inputs[0] is not None
+        n.name: n.inputs[0].name for n in model.graph if n.op_type in LAYERS and n.inputs[0] is not None
     }
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}
@@ -61,18 +63,16 @@ def input_means(float_model: Path, nodes: Sequence[str], feeds: Sequence[dict]) 
 def correct(quantized: Path, float_model: Path, means: dict[str, np.ndarray], out: Path) -> list[str]:
     """Write ``quantized`` with its biases corrected to ``out``; the names of the corrected layers."""
     proto = onnx.load(str(quantized))
-    floats = {t.name: t for t in onnx.load(str(float_model), load_external_data=True).graph.initializer}
-    float_nodes = {n.name: n for n in onnx.load(str(float_model), load_external_data=False).graph.node}
+    reference = onnx.load(str(float_model))
+    floats = {t.name: t for t in reference.graph.initializer}
+    float_nodes = {n.name: n for n in reference.graph.node}
     graph = proto.graph
     inits = {t.name: t for t in graph.initializer}
     producer = {o: n for n in graph.node for o in n.output}
-    uses: dict[str, int] = {}
-    for n in graph.node:
-        for name in n.input:
-            uses[name] = uses.get(name, 0) + 1
+    uses = Counter(name for n in graph.node for name in n.input)
     done = []
     for node in graph.node:
-        if node.op_type not in ("Conv", "Gemm") or node.name not in means or len(node.input) < 3:
+        if node.op_type not in LAYERS or node.name not in means or len(node.input) < 3:
             continue
         source = float_nodes.get(node.name)
         if source is None or len(source.input) < 2 or source.input[1] not in floats:
@@ -85,7 +85,7 @@ def correct(quantized: Path, float_model: Path, means: dict[str, np.ndarray], ou
         if shift is None or not np.all(np.isfinite(shift)):
             continue
         bias = producer.get(node.input[2])
-        shared = uses.get(node.input[2], 0) > 1 or (bias is not None and uses.get(bias.input[0], 0) > 1)
+        shared = uses[node.input[2]] > 1 or (bias is not None and uses[bias.input[0]] > 1)
         if not shared and _add_to_bias(node.input[2], -shift, producer, inits):  # a shared bias: left
             done.append(node.name)
     onnx.save(proto, str(out))

@@ -58,6 +58,7 @@ from modelcrunch.passes.quantize.sensitivity import (
     Build,
     GuardResult,
     Score,
+    cached,
     float_limit,
     guard,
     keep_worst_float,
@@ -362,6 +363,7 @@ def _compact(
         notes.append("--compact: the weights of the layers kept float are stored as int8 too")
         return replace(result, path=path, score=score)
 
+    @cached
     def compacted(only: Sequence[str] | None, exclude: Sequence[str]) -> Path:
         built = search.build(only, exclude)
         return compact_copy(ws, built, user) or built
@@ -393,9 +395,7 @@ def _bias_corrected(
     """``result`` with its int8 layers' biases corrected (``bias_correction``), where the task
     verdict on the held-out samples is no worse; else ``result`` as it is (``notes`` says which)."""
     try:
-        graph = onnx.load(str(source), load_external_data=False).graph
-        layers = [n.name for n in graph.node if n.op_type in ("Conv", "Gemm")]
-        means = bias_correction.input_means(source, layers, ws.calibration.samples)
+        means = bias_correction.input_means(source, ws.calibration.samples)
         out = ws.new_path("bias")
         corrected = bias_correction.correct(result.path, source, means, out)
     except Exception as exc:  # noqa: BLE001 - an accuracy nicety: the uncorrected model stands
@@ -483,7 +483,7 @@ def _quiet_ort_logging():
             logger.debug("ONNX Runtime printed: %s", printed.getvalue().strip())
 
 
-def _timed(
+def _latency_ratios(
     reference: Path, built: list[_Built], evals: Feeds, options: QuantizeOptions, on_progress: Progress
 ) -> tuple[list[float | None], tuple[float, list[float]]]:
     """Latency ratio of each built candidate to the original, and the medians (ms), interleaved."""
@@ -625,12 +625,12 @@ def quantize_model(
         ratios: list[float | None] = [None] * len(built)
         bench_ms: tuple[float, list[float]] | None = None
         if options.bench and built:
-            ratios, bench_ms = _timed(reference, built, evals, options, on_progress)
+            ratios, bench_ms = _latency_ratios(reference, built, evals, options, on_progress)
         fall_back = bool(deferred) and not (built and _faster_met(built, ratios))
         if fall_back:
             build(deferred)
             if options.bench and built:
-                ratios, bench_ms = _timed(reference, built, evals, options, on_progress)
+                ratios, bench_ms = _latency_ratios(reference, built, evals, options, on_progress)
         skipped = [f"{m.value}: not tried (a faster candidate met the target)" for m in deferred]
         skipped = [] if fall_back else skipped
         if not built:

@@ -93,6 +93,20 @@ Build = Callable[[Sequence[str] | None, Sequence[str]], Path]
 Measure = Callable[[Path], Score]
 
 
+def cached(build: Build) -> Build:
+    """``build`` run once per distinct arguments: the count search measures a count on a subset and
+    then on every sample (``search_count``), from the same model."""
+    paths: dict[tuple, Path] = {}
+
+    def once(only: Sequence[str] | None, exclude: Sequence[str]) -> Path:
+        key = (None if only is None else tuple(only), tuple(exclude))
+        if key not in paths:
+            paths[key] = build(only, exclude)
+        return paths[key]
+
+    return once
+
+
 @dataclass(frozen=True)
 class LayerLoss:
     nodes: tuple[str, ...]
@@ -199,6 +213,7 @@ def guard(
     ``search`` (default ``measure``) a mid-sized one for the count search, whose answer is then
     confirmed with ``measure`` (``search_count``).
     """
+    build = cached(build)
     path = build(None, base_exclude)
     score = measure(path)
     if meets(score) or not candidates:
