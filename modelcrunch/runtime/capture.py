@@ -59,17 +59,31 @@ def keep_ancestors(graph: onnx.GraphProto, names: list[str]) -> None:
     """Drop the nodes ``names`` do not depend on, and the initializers left unused: ONNX Runtime runs
     every node of a graph whatever outputs are asked for, so reading an early layer would cost a
     whole forward pass."""
-    needed = ancestors(graph, names)
-    kept = [node for i, node in enumerate(graph.node) if i in needed]
-    used = {n for node in kept for n in reads(node)} | set(names)
-    inits = [t for t in graph.initializer if t.name in used]
+    nodes, initializers, sparse = closure(graph, names)
     del graph.node[:]
-    graph.node.extend(kept)
+    graph.node.extend(nodes)
     del graph.initializer[:]
-    graph.initializer.extend(inits)
+    graph.initializer.extend(initializers)
+    del graph.sparse_initializer[:]
+    graph.sparse_initializer.extend(sparse)
 
 
-def ancestors(graph: onnx.GraphProto, names: list[str]) -> set[int]:
+def closure(
+    graph: onnx.GraphProto, names: list[str]
+) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto], list[onnx.SparseTensorProto]]:
+    """The nodes of ``graph`` that ``names`` depend on (in graph order), and the initializers and
+    sparse initializers they read."""
+    needed = _ancestors(graph, names)
+    nodes = [node for i, node in enumerate(graph.node) if i in needed]
+    used = {n for node in nodes for n in _reads(node)} | set(names)
+    return (
+        nodes,
+        [t for t in graph.initializer if t.name in used],
+        [t for t in graph.sparse_initializer if t.values.name in used],
+    )
+
+
+def _ancestors(graph: onnx.GraphProto, names: list[str]) -> set[int]:
     """Indexes of the nodes of ``graph`` that ``names`` depend on. A node with subgraphs depends on
     every name its subgraphs read."""
     producer = {out: i for i, node in enumerate(graph.node) for out in node.output if out}
@@ -81,16 +95,16 @@ def ancestors(graph: onnx.GraphProto, names: list[str]) -> set[int]:
             continue
         needed.add(index)
         stack += [
-            producer[n] for n in reads(graph.node[index]) if n in producer and producer[n] not in needed
+            producer[n] for n in _reads(graph.node[index]) if n in producer and producer[n] not in needed
         ]
     return needed
 
 
-def reads(node: onnx.NodeProto) -> set[str]:
+def _reads(node: onnx.NodeProto) -> set[str]:
     """The names ``node`` reads: its inputs and, through subgraphs, every name they use."""
     names = {n for n in node.input if n}
     for attr in node.attribute:
         for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
             for inner in sub.node:
-                names |= reads(inner)
+                names |= _reads(inner)
     return names

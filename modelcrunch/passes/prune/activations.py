@@ -10,7 +10,7 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
-from modelcrunch.runtime.capture import ancestors, reads
+from modelcrunch.runtime.capture import closure
 
 
 def expose(
@@ -20,8 +20,7 @@ def expose(
     only the nodes and initializers they depend on. ``types``: the element types of the model's
     values (``element_types``; computed here when not given)."""
     proto = ir.to_proto(model) if isinstance(model, ir.Model) else model
-    needed = ancestors(proto.graph, names)
-    used = {n for i in needed for n in reads(proto.graph.node[i])} | set(names)
+    nodes, initializers, sparse = closure(proto.graph, names)
     copy = onnx.ModelProto(
         ir_version=proto.ir_version, producer_name=proto.producer_name, opset_import=proto.opset_import,
         functions=proto.functions,
@@ -29,9 +28,9 @@ def expose(
     graph = copy.graph
     graph.name = proto.graph.name
     graph.input.extend(proto.graph.input)
-    graph.node.extend(node for i, node in enumerate(proto.graph.node) if i in needed)
-    graph.initializer.extend(t for t in proto.graph.initializer if t.name in used)
-    graph.sparse_initializer.extend(t for t in proto.graph.sparse_initializer if t.values.name in used)
+    graph.node.extend(nodes)
+    graph.initializer.extend(initializers)
+    graph.sparse_initializer.extend(sparse)
     dtypes = element_types(proto) if types is None else types
     known = {v.name: v for v in [*proto.graph.value_info, *proto.graph.output, *proto.graph.input]}
     for name in names:
