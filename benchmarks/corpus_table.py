@@ -186,8 +186,7 @@ def cell(r: Run) -> str:
     if r.latency_ratio is not None:
         parts.append(f"{r.latency_ratio:.2f}x lat")
     if r.figure:
-        kind, _, rest = r.figure.partition(" ")
-        parts.append(rest if rest.startswith(kind + " ") else r.figure)  # older: "detection detection F1"
+        parts.append(r.figure)
     if r.exit not in (0, None) and r.message:
         why = r.message
         for prefix in ("error: ", "quality target missed: ", "target MISSED: "):
