@@ -349,8 +349,26 @@ def test_repair_with_slow_feeds_reads_fewer_and_says_so(tmp_path, monkeypatch):
     calib = load_dataset(SAMPLES / "cnn_digits_calib.npz")
     report = mc.prune(SAMPLES / "cnn.onnx", tmp_path / "p.onnx", structured=True, ratio=0.3,
                       calibration=calib, measure=False, keep_best=True)  # fmt: skip
-    (note,) = [n for n in report.notes if n.startswith("repair read about 20 of ")]
-    assert "evenly spread" in note and report.repaired
+    (note,) = [n for n in report.notes if n.startswith("repair refit ")]
+    # no time at all: the first layers alone (they measure the cost), then the rest together
+    assert f" in {repair.FIRST_PASSES + 1} passes " in note and "20 of " in note and "evenly spread" in note
+    assert len(report.repaired) > 2
+
+
+def test_repair_with_time_refits_one_layer_per_pass_on_every_sample(tmp_path, monkeypatch):
+    import modelcrunch as mc
+    from modelcrunch.passes.prune import repair
+
+    passes = []
+    real = repair.iter_activations
+    monkeypatch.setattr(
+        repair, "iter_activations", lambda model, names, *a: passes.append(names) or real(model, names, *a)
+    )
+    calib = load_dataset(SAMPLES / "cnn_digits_calib.npz")
+    report = mc.prune(SAMPLES / "cnn.onnx", tmp_path / "p.onnx", structured=True, ratio=0.3,
+                      calibration=calib, measure=False, keep_best=True)  # fmt: skip
+    assert not [n for n in report.notes if n.startswith("repair ")]
+    assert len(passes) == 2 * len(report.repaired) and all(len(names) == 1 for names in passes)
 
 
 def test_strength_search_bisects_and_past_its_budget_takes_the_weakest_level():
@@ -379,3 +397,16 @@ def test_strength_search_bisects_and_past_its_budget_takes_the_weakest_level():
     calls = []  # a far miss (10x its allowance) sends the search to the weakest level next
     best, _ = strongest(levels, attempt_up_to(0.2, calls, miss_loss=10.0))
     assert best.strength == 0.2 and calls == [0.4, 0.1, 0.2, 0.3]
+
+
+def test_repair_passes_hold_a_bounded_number_of_bytes(tmp_path, monkeypatch):
+    import modelcrunch as mc
+    from modelcrunch.passes.prune import repair
+
+    monkeypatch.setattr(repair, "REPAIR_SECONDS", 1e-6)  # would put every layer in one pass
+    monkeypatch.setattr(repair, "PASS_BYTES", 1)  # but a pass holds one layer's statistics at most
+    calib = load_dataset(SAMPLES / "cnn_digits_calib.npz")
+    report = mc.prune(SAMPLES / "cnn.onnx", tmp_path / "p.onnx", structured=True, ratio=0.3,
+                      calibration=calib, measure=False, keep_best=True)  # fmt: skip
+    (note,) = [n for n in report.notes if n.startswith("repair refit ")]
+    assert f" {len(report.repaired)} layers in {len(report.repaired)} passes " in note

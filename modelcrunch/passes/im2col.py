@@ -40,9 +40,11 @@ def im2col(
     *,
     rows: int | None = None,
     rng: np.random.Generator | None = None,
+    at: np.ndarray | None = None,
 ) -> np.ndarray:
     """Patches ``(N·Ho·Wo, C·kh·kw)`` of ``x`` ``[N, C, H, W]``; with ``rows``, at most that many,
-    drawn by ``rng`` (``choice`` without replacement, in its order) before the windows are copied."""
+    drawn by ``rng`` (``choice`` without replacement, in its order) before the windows are copied;
+    with ``at``, the rows of those flat output-pixel indices only."""
     kh, kw = kernel
     sh, sw = attr_value(node, "strides", [1, 1])
     dh, dw = attr_value(node, "dilations", [1, 1])
@@ -52,6 +54,9 @@ def im2col(
     windows = np.lib.stride_tricks.sliding_window_view(xp, span, axis=(2, 3))
     windows = windows[:, :, ::sh, ::sw, ::dh, ::dw]  # (n, C, Ho, Wo, kh, kw)
     n, c, ho, wo = windows.shape[:4]
+    if at is not None:
+        b, i, j = np.unravel_index(at, (n, ho, wo))
+        return windows[b, :, i, j].reshape(len(at), c * kh * kw)
     if rows is None or n * ho * wo <= rows:
         return windows.transpose(0, 2, 3, 1, 4, 5).reshape(n * ho * wo, c * kh * kw)
     rng = rng if rng is not None else np.random.default_rng(0)

@@ -7,9 +7,12 @@ layers before it) and ``Y`` its output in the *original* model on the same calib
 
     [W'; b'] = argmin ||[X' 1] [W'; b'] - Y||^2 + lambda ||W'||^2,   lambda = ridge * mean(diag(X'^T X'))
 
-Convs use im2col rows (one per output pixel, ``Cin*kh*kw`` columns). Only ``X'^T X'``, ``X'^T Y`` and
-``Y^T Y`` are accumulated, batch by batch, so memory is bounded by one batch and one
-``(Cin*k*k+1)^2`` matrix. The intercept becomes the layer's bias (one is added when the layer has
+Convs use im2col rows (one per output pixel, ``Cin*kh*kw`` columns; at most ``LAYER_ROWS`` of them
+per layer, evenly spread). Only ``X'^T X'``, ``X'^T Y`` and ``Y^T Y`` are accumulated, batch by
+batch, so memory is bounded by one batch and one ``(Cin*k*k+1)^2`` matrix per layer of a pass
+(``PASS_BYTES`` bounds both). Layers are refit one
+pass over the data each while the time budget allows; a tight budget refits a few at a time
+(``repair``). The intercept becomes the layer's bias (one is added when the layer has
 none; MatMul gets no intercept). The relative error before/after comes from the same statistics.
 
 Limits: 2-D Conv only (1-D/3-D, ``auto_pad`` other than NOTSET and grouped consumers are left as
@@ -24,13 +27,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import onnx
 import onnx_ir as ir
 
 from modelcrunch.analysis.channels import attr_value
 from modelcrunch.analysis.groups import const_array, expand_indices
 from modelcrunch.passes._ir import register_array
 from modelcrunch.passes.im2col import im2col
-from modelcrunch.passes.prune.activations import element_types, iter_activations
+from modelcrunch.passes.prune.activations import element_types, expose, iter_activations
 from modelcrunch.passes.prune.structured import GroupDecision
 
 logger = logging.getLogger(__name__)
@@ -77,37 +81,38 @@ def _repairable(node: ir.Node) -> str | None:
     return f"{node.op_type} not supported"
 
 
-def _rows(node: ir.Node, x: np.ndarray, y: np.ndarray, keep_out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _rows(
+    node: ir.Node, x: np.ndarray, y: np.ndarray, keep_out: np.ndarray, most: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares rows (float64) of one feed: at most ``most``, evenly spread over its output
+    pixels (all samples of the feed), picked before any window is copied."""
     if node.op_type == "Conv":
         w = node.inputs[1].const_value.shape
-        cols = im2col(x.astype(np.float64), node, (w[2], w[3]))
-        target = y.transpose(0, 2, 3, 1).reshape(-1, y.shape[1])
+        n, _, ho, wo = y.shape
+        at = np.arange(0, n * ho * wo, -(-(n * ho * wo) // most))
+        cols = im2col(x, node, (w[2], w[3]), at=at)
+        b, i, j = np.unravel_index(at, (n, ho, wo))
+        target = y[b, :, i, j]  # (rows, C_out)
     else:
-        cols = x.reshape(-1, x.shape[-1]).astype(np.float64)
+        cols = x.reshape(-1, x.shape[-1])
         target = y.reshape(-1, y.shape[-1])
-    return cols, target[:, keep_out].astype(np.float64)
+        stride = -(-len(cols) // most)
+        cols, target = cols[::stride], target[::stride]
+    return cols.astype(np.float64), target[:, keep_out].astype(np.float64)
 
 
-#: The most bytes of float64 rows built at once: a 300x300 Conv's im2col over a 32-sample batch
-#: would take gigabytes; it is built a few samples at a time instead.
-CHUNK_BYTES = 256 * 2**20
-#: Rows (output pixels) used per chunk at most: a least-squares fit of a few hundred unknowns needs
-#: thousands of rows, not millions (a 300x300 map has 90000 per sample).
-MAX_ROWS_PER_CHUNK = 16384
-#: Repair's time budget over all layers (seconds), and the fewest calibration feeds it reads.
+#: Rows (output pixels) a layer's fit reads at most, over all its feeds: a least-squares fit of a
+#: few hundred unknowns needs thousands of rows, not millions (a 300x300 map has 90000 per sample),
+#: and its cost grows with rows x unknowns^2.
+LAYER_ROWS = 65536
+#: Repair's time budget over all layers (seconds), and the fewest calibration samples it reads.
 REPAIR_SECONDS = 30.0
 MIN_REPAIR_SAMPLES = 8
-
-
-def _samples_per_chunk(node: ir.Node, x: np.ndarray, y: np.ndarray) -> int:
-    if x.ndim == 0 or len(x) == 0:
-        return 1
-    if node.op_type == "Conv":
-        w = node.inputs[1].const_value.shape
-        per_sample = (y[0].size // max(y.shape[1], 1)) * (x.shape[1] * w[2] * w[3] + 1 + y.shape[1]) * 8
-    else:
-        per_sample = (x[0].size + y[0].size) * 8 * 2
-    return max(1, CHUNK_BYTES // max(per_sample, 1))
+#: Passes of one layer each before the cost of the others is judged from them (the first layer alone
+#: is a poor guide: the widest maps, the shallowest run).
+FIRST_PASSES = 3
+#: The most bytes a repair pass holds: its layers' statistics, and their inputs and outputs per feed.
+PASS_BYTES = 512 * 2**20
 
 
 def _kept_outputs(node: ir.Node, decisions: Sequence[GroupDecision], n_out_original: int) -> np.ndarray:
@@ -162,15 +167,6 @@ def _spread(feeds: Sequence, count: int) -> list:
     return [feeds[int(k)] for k in np.linspace(0, len(feeds) - 1, count).round()]
 
 
-def _cap(seconds_left: float, layers_left: int, fixed: float, per_sample: float, total: int) -> int:
-    """Samples each of the layers left may read to finish within ``seconds_left``, at ``fixed``
-    seconds per layer (its sessions) plus ``per_sample``."""
-    if layers_left <= 0 or per_sample <= 0:
-        return total
-    allowance = seconds_left / layers_left - fixed
-    return max(MIN_REPAIR_SAMPLES, min(total, int(allowance / per_sample)))
-
-
 def _stacked(feed: dict[str, np.ndarray]) -> int:
     """How many samples ``feed`` stacks along axis 0 (1 for unstacked feeds: 0-d or fixed inputs)."""
     sizes = {a.shape[0] for a in feed.values() if a.ndim}
@@ -186,6 +182,80 @@ def _fewer(feeds: list, want: int) -> list:
     return [{k: v[:per] for k, v in f.items()} if _stacked(f) > per else f for f in chosen]
 
 
+@dataclass
+class _Target:
+    """A layer to refit and the least-squares statistics it accumulates."""
+
+    node: ir.Node
+    keep_out: np.ndarray
+    intercept: bool
+    xtx: np.ndarray | None = None
+    xty: np.ndarray | None = None
+    yty: float = 0.0
+
+    def stat_bytes(self) -> int:
+        """Bytes of the statistics (float64 ``X^T X`` and ``X^T Y``)."""
+        w = self.node.inputs[1].const_value.shape
+        cols = (w[1] * w[2] * w[3] if self.node.op_type == "Conv" else _in_features(self.node)) + 1
+        return 8 * cols * (cols + len(self.keep_out))
+
+    def add(self, x: np.ndarray, y: np.ndarray, most: int) -> None:
+        """Accumulate the statistics of one feed, from at most ``most`` of its rows."""
+        cols, target = _rows(self.node, x, y, self.keep_out, most)
+        if self.intercept:
+            cols = np.concatenate([cols, np.ones((cols.shape[0], 1))], axis=1)
+        self.xtx = cols.T @ cols if self.xtx is None else self.xtx + cols.T @ cols
+        self.xty = cols.T @ target if self.xty is None else self.xty + cols.T @ target
+        self.yty += float((target * target).sum())
+
+    def refit(self, graph: ir.Graph, ridge: float) -> RepairedLayer | None:
+        if self.xtx is None:
+            return None
+        current = _current_coef(self.node, self.intercept)
+        lam = ridge * float(np.mean(np.diag(self.xtx))) + 1e-12
+        coef = np.linalg.solve(self.xtx + lam * np.eye(self.xtx.shape[0]), self.xty)
+        before = _rel_error(self.xtx, self.xty, self.yty, current)
+        after = _rel_error(self.xtx, self.xty, self.yty, coef)
+        if after < before:
+            _write(graph, self.node, coef, self.intercept)
+        self.xtx = self.xty = None  # the statistics are done with: memory back
+        return RepairedLayer(self.node.name, self.node.op_type, before, min(after, before))
+
+
+def _targets(original: ir.Model, pruned: ir.Model, decisions: Sequence[GroupDecision]) -> list[_Target]:
+    """The consumer layers of the pruned groups that repair can refit, in topological order."""
+    names = {
+        c for d in decisions if d.kept is not None and len(d.kept) < d.group.size for c in d.group.consumers
+    }
+    original_out = {n.outputs[0].name: n for n in original.graph}
+    targets = []
+    for node in (n for n in pruned.graph if n.name in names):
+        why = _repairable(node)
+        source = original_out.get(node.outputs[0].name)
+        if why is not None or source is None:
+            logger.info("not repairing %s: %s", node.name, why or "output not found in the original")
+            continue
+        keep_out = _kept_outputs(node, decisions, _out_features(source))
+        targets.append(_Target(node, keep_out, node.op_type != "MatMul"))
+    return targets
+
+
+def _pass_cost(
+    reference: onnx.ModelProto, feed: dict[str, np.ndarray], types: dict[str, int]
+) -> tuple[float, float]:
+    """(seconds to build a session of the whole ``reference``, seconds per sample of one run): an
+    upper bound on what one repair pass costs per model, whose sessions run only part of it."""
+    started = time.perf_counter()
+    session = expose(reference, [o.name for o in reference.graph.output], types)
+    fixed = time.perf_counter() - started
+    inputs = {i.name for i in session.get_inputs()}
+    feed = {k: v for k, v in feed.items() if k in inputs}
+    session.run(None, feed)  # the first run warms up
+    started = time.perf_counter()
+    session.run(None, feed)
+    return fixed, (time.perf_counter() - started) / _stacked(feed)
+
+
 def repair(
     original: ir.Model,
     pruned: ir.Model,
@@ -199,96 +269,78 @@ def repair(
 ) -> list[RepairedLayer]:
     """Refit every consumer layer of the pruned groups, in place on ``pruned``.
 
-    Each layer reads the calibration feeds through both models (each run only as far as the layer:
-    ``activations.expose``). Where every feed would take more than ``seconds`` (``REPAIR_SECONDS``)
-    in all (big images, graph nets fed one at a time), each layer reads as many feeds, evenly spread
-    (at least ``MIN_REPAIR_SAMPLES``), as the budget left allows at the cost per sample of the layer
-    before it (of its own second feed, for the first), and ``notes`` says so."""
-    names = {
-        c for d in decisions if d.kept is not None and len(d.kept) < d.group.size for c in d.group.consumers
-    }
-    layers = [n for n in pruned.graph if n.name in names]
-    original_out = {n.outputs[0].name: n for n in original.graph}
+    The layers are refit in passes, in topological order: a pass reads the calibration feeds through
+    both models once (each run only as far as its deepest layer: ``activations.expose``), gives each
+    of its layers its inputs in the pruned model (after the refits of the passes before) and its
+    outputs in the original, and refits them. One layer per pass (fully sequential: each layer sees
+    the error of every refit layer before it, which counts for more than samples) is the plan
+    whenever it fits ``seconds`` (``REPAIR_SECONDS``). Where it does not (big images, deep networks,
+    graph nets fed one at a time), the samples are cut first (evenly spread, at least
+    ``MIN_REPAIR_SAMPLES``) to what one pass per layer affords at half a whole-model run each; then
+    each pass takes as many layers as the time left requires, at the last pass's measured cost (the
+    last one takes every layer left). A pass holds at most ``PASS_BYTES`` of statistics and
+    activations. ``notes`` says when layers shared a pass or samples were left out.
+    """
+    targets = _targets(original, pruned, decisions)
+    if not targets:
+        return []
     reference = ir.to_proto(original)  # unchanged: serialized once, its sessions cut from it
     types = element_types(reference)
-    done: list[RepairedLayer] = []
     everything = list(calibration)
     total = sum(_stacked(f) for f in everything)
-    feeds, read = everything, []
     seconds = REPAIR_SECONDS if seconds is None else seconds
     begun = time.perf_counter()
-    for step, node in enumerate(layers):
+    fixed, per_sample = _pass_cost(reference, everything[0], types)
+
+    layers = len(targets)
+    samples = total
+    if layers * 2 * (fixed + per_sample * total / 2) > seconds:  # passes run half the graph on average
+        samples = int((seconds / layers / 2 - fixed) / max(per_sample / 2, 1e-9))
+        samples = max(MIN_REPAIR_SAMPLES, min(total, samples))
+    feeds = everything if samples >= total else _fewer(everything, samples)
+    samples = sum(_stacked(f) for f in feeds)
+    most = -(-LAYER_ROWS // len(feeds))  # rows per feed
+    done: list[RepairedLayer] = []
+    passes, layer_bytes, start = 0, 0, 0
+    run_cost = fit_cost = 0.0  # the last pass's runs, and its statistics per layer (s)
+    while start < layers:
         if on_progress:
-            on_progress("repairing layers", step, len(layers))
-        why = _repairable(node)
-        source = original_out.get(node.outputs[0].name)
-        if why is not None or source is None:
-            logger.info("not repairing %s: %s", node.name, why or "output not found in the original")
-            continue
-        n_out_original = _out_features(source)
-        keep_out = _kept_outputs(node, decisions, n_out_original)
-        intercept = node.op_type != "MatMul"
-        x_name, y_name = node.inputs[0].name, node.outputs[0].name
-        for _ in range(2):  # again when the first feeds show the layer cannot read them all
-            started = time.perf_counter()
-            xtx = xty = None
-            yty = 0.0
-            capped, fixed = False, 0.0
+            on_progress("repairing layers", start, layers)
+        left = layers - start
+        # passes the time left affords at the last pass's cost, after every layer's statistics
+        # (later passes run deeper, so the estimate is renewed after each)
+        spare = seconds - (time.perf_counter() - begun) - left * fit_cost
+        affordable = int(spare / run_cost) if passes >= FIRST_PASSES else left
+        size = -(-left // max(1, min(left, affordable)))
+        size = min(size, max(1, PASS_BYTES // layer_bytes) if layer_bytes else 1)  # 1 first: bytes unknown
+        wave = targets[start : start + size]
+        held = np.cumsum([t.stat_bytes() for t in wave])
+        wave = wave[: max(1, int(np.searchsorted(held, PASS_BYTES, side="right")))]
+        started, fitting = time.perf_counter(), 0.0
+        x_names = list(dict.fromkeys(t.node.inputs[0].name for t in wave))
+        y_names = list(dict.fromkeys(t.node.outputs[0].name for t in wave))
+        for xs, ys in zip(
+            iter_activations(pruned, x_names, feeds, types),
+            iter_activations(reference, y_names, feeds, types),
+            strict=True,
+        ):
             tick = time.perf_counter()
-            for index, (xs, ys) in enumerate(
-                zip(
-                    iter_activations(pruned, [x_name], feeds, types),
-                    iter_activations(reference, [y_name], feeds, types),
-                    strict=True,
-                )
-            ):
-                if index == 0:  # the sessions and the first feed
-                    fixed = time.perf_counter() - started
-                if index == 1 and feeds is everything:
-                    per = (time.perf_counter() - tick) / _stacked(feeds[1])
-                    cap = _cap(seconds - (tick - begun), len(layers) - step, fixed, per, total)
-                    if cap < total:
-                        feeds, capped = _fewer(everything, cap), True
-                        break  # and read this layer again, from the chosen samples
-                tick = time.perf_counter()
-                x, y = xs[x_name], ys[y_name]
-                chunk = _samples_per_chunk(node, x, y)
-                for lo in range(0, max(len(x), 1), chunk):  # im2col rows of a few samples at a time
-                    cols, target = _rows(node, x[lo : lo + chunk], y[lo : lo + chunk], keep_out)
-                    stride = -(-len(cols) // MAX_ROWS_PER_CHUNK)  # evenly spread rows: plenty for the fit
-                    cols, target = cols[::stride], target[::stride]
-                    if intercept:
-                        cols = np.concatenate([cols, np.ones((cols.shape[0], 1))], axis=1)
-                    xtx = cols.T @ cols if xtx is None else xtx + cols.T @ cols
-                    xty = cols.T @ target if xty is None else xty + cols.T @ target
-                    yty += float((target * target).sum())
-            if not capped:
-                break
-        read.append(sum(_stacked(f) for f in feeds))
-        # the next layer reads what the budget left allows at this layer's cost per sample (deeper
-        # layers cost more: the sessions run the graph up to them only, ``activations.expose``)
-        now = time.perf_counter()
-        first = _stacked(feeds[0]) if len(feeds) > 1 else 0
-        per = (now - started - (fixed if first else 0)) / max(read[-1] - first, 1)
-        cap = _cap(seconds - (now - begun), len(layers) - step - 1, fixed if first else 0.0, per, total)
-        feeds = everything if cap >= total else _fewer(everything, cap)
-        if xtx is None:
-            continue
-        current = _current_coef(node, intercept)
-        lam = ridge * float(np.mean(np.diag(xtx))) + 1e-12
-        coef = np.linalg.solve(xtx + lam * np.eye(xtx.shape[0]), xty)
-        before, after = _rel_error(xtx, xty, yty, current), _rel_error(xtx, xty, yty, coef)
-        if after < before:
-            _write(pruned.graph, node, coef, intercept)
-        done.append(RepairedLayer(node.name, node.op_type, before, min(after, before)))
+            for t in wave:
+                x, y = xs[t.node.inputs[0].name], ys[t.node.outputs[0].name]
+                layer_bytes = max(layer_bytes, x.nbytes + y.nbytes)
+                t.add(x, y, most)
+            fitting += time.perf_counter() - tick
+        done.extend(r for r in (t.refit(pruned.graph, ridge) for t in wave) if r is not None)
+        start, passes = start + len(wave), passes + 1
+        run_cost = time.perf_counter() - started - fitting
+        fit_cost = fitting / len(wave)
     if on_progress:
-        on_progress("repairing layers", len(layers), len(layers))
-    if read and min(read) < total and notes is not None:
-        fewest, most = min(read), max(read)
-        span = f"{fewest}" if fewest == most else f"{fewest}-{most}"
+        on_progress("repairing layers", layers, layers)
+    if notes is not None and (samples < total or passes < layers):
+        read = f"{samples} of {total} calibration samples, evenly spread" if samples < total else "all"
         notes.append(
-            f"repair read about {span} of {total} calibration samples per layer, evenly spread "
-            f"({len(layers)} layers in a {seconds:.0f} s budget)"
+            f"repair refit {layers} layers in {passes} passes over the data ({read}; "
+            f"a {seconds:.0f} s budget; layers that share a pass are refit together)"
         )
     return done
 
@@ -300,6 +352,11 @@ def _out_features(node: ir.Node) -> int:
     if node.op_type == "Gemm" and attr_value(node, "transB", 0):
         return w.shape[0]
     return w.shape[1]
+
+
+def _in_features(node: ir.Node) -> int:
+    w = node.inputs[1].const_value.shape
+    return w[1] if node.op_type == "Gemm" and attr_value(node, "transB", 0) else w[0]
 
 
 def _current_coef(node: ir.Node, intercept: bool) -> np.ndarray:
