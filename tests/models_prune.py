@@ -223,3 +223,20 @@ def attention(d: int = 8, heads: int = 2) -> onnx.ModelProto:
     wo[dead] = 0
     b.output(b.node("MatMul", [merged, b.init("wo", wo)]), "y")
     return b.model({"x": ["N", 5, d]}, {"y": ["N", 5, d]})
+
+
+def residual_mlp(blocks: int = 3, d: int = 32, h: int = 64) -> onnx.ModelProto:
+    """A transformer-like MLP stack: ``r = r + (Relu(r W_a + b_a) W_b + b_b)`` per block (no zero
+    channels: for repair, whose error through the residual stream a block target corrects)."""
+    b = Builder(5)
+    w0 = b.init("w0", b.rng.standard_normal((16, d)) * 0.4)
+    r = b.node("Add", [b.node("MatMul", ["x", w0]), b.init("b0", b.rng.standard_normal(d) * 0.1)])
+    for k in range(blocks):
+        wa = b.init(f"w{k}a", b.rng.standard_normal((d, h)) * 0.3)
+        ba = b.init(f"b{k}a", b.rng.standard_normal(h) * 0.1)
+        a = b.node("Relu", [b.node("Add", [b.node("MatMul", [r, wa]), ba])])
+        wb = b.init(f"w{k}b", b.rng.standard_normal((h, d)) * 0.15)
+        o = b.node("Add", [b.node("MatMul", [a, wb]), b.init(f"b{k}b", b.rng.standard_normal(d) * 0.1)])
+        r = b.node("Add", [o, r])
+    b.output(b.node("MatMul", [r, b.init("wout", b.rng.standard_normal((d, 8)) * 0.3)]), "y")
+    return b.model({"x": ["N", 16]}, {"y": ["N", 8]})

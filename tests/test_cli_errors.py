@@ -89,3 +89,14 @@ def test_python_dash_m_entry_point(tmp_path):
         [sys.executable, "-m", "modelcrunch", "--version"], capture_output=True, text=True, timeout=120
     )
     assert ok.returncode == 0 and ok.stdout.startswith("modelcrunch ")
+
+
+def test_bad_repair_target_is_one_line_and_exit_2(tmp_path):
+    path = save_proto(mlp_proto(), tmp_path / "m.onnx")
+    result = runner.invoke(
+        app, ["prune", str(path), "-o", str(tmp_path / "p.onnx"), "--structured", "--repair-target", "blok"]
+    )
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == ["error: --repair-target blok: choose block or layer"], result.stderr
+    assert not (tmp_path / "p.onnx").exists()

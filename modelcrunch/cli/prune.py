@@ -87,6 +87,13 @@ def prune_cmd(
     calibration: Annotated[Path | None, Opt(help="Calibration data (.npz or folder) for repair.")] = None,
     eval_data: EvalOpt = None,
     no_repair: Annotated[bool, Opt("--no-repair", help="Skip the least-squares repair.")] = False,
+    repair_target: Annotated[
+        str,
+        Opt(
+            "--repair-target",
+            help="What repair fits a layer feeding a residual Add to: block (the Add's output) or layer.",
+        ),
+    ] = "layer",
     sparsity: Annotated[float | None, Opt(help="Unstructured: fraction of weights set to zero.")] = None,
     threshold: Annotated[float | None, Opt(help="Unstructured: zero weights with |w| below this.")] = None,
     pattern: Annotated[str | None, Opt(help="N:M sparsity along the reduction axis, e.g. 2:4.")] = None,
@@ -149,6 +156,7 @@ def prune_cmd(
             all_weights=all_weights,
             sparse_storage=sparse_storage,
             repair=not no_repair,
+            repair_target=repair_target,
             measure=not no_measure,
             threads=threads,
             calibration=calib,

@@ -51,9 +51,9 @@ def render_prune(report: PruneReport, console: Console) -> None:
         for s in report.skipped:
             console.print(f"  skipped {', '.join(s.producers)} ({s.channels} ch): {s.reason}", markup=False)
         for r in report.repaired:
+            fit = f"block rel. error (output of {r.block})" if r.block else "layer rel. error"
             console.print(
-                f"  repaired {r.name}: layer rel. error {r.rel_error_before:.3f} → {r.rel_error_after:.3f}",
-                markup=False,
+                f"  repaired {r.name}: {fit} {r.rel_error_before:.3f} → {r.rel_error_after:.3f}", markup=False
             )
     else:
         table = Table(title=f"prune ({report.mode}): {report.model} → {report.output}")

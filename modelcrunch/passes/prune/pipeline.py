@@ -52,6 +52,10 @@ class PruneConfig:
     exclude: tuple[str, ...] = ()
     sparse_storage: bool = False
     repair: bool = True
+    #: what repair fits a layer that feeds a residual Add to: "block" (the Add's output, correcting
+    #: the skip path's error too) or "layer" (its own output; the default: on MiniLM with its FFN
+    #: halved, block fitting lowered the held-out cosine from 0.774 to 0.743)
+    repair_target: str = "layer"
     calib_batch: int = 32
     measure: bool = True
     bench_batch: int = 1
@@ -87,7 +91,12 @@ def _speed_notes(latency, round_to: int) -> list[str]:  # noqa: ANN001 - runtime
     return [f"the pruned model is NOT faster than the original (latency ×{ratio:.2f}): {hint}"]
 
 
+REPAIR_TARGETS = ("block", "layer")
+
+
 def _check_modes(config: PruneConfig) -> None:
+    if config.repair_target not in REPAIR_TARGETS:
+        raise ModelcrunchError(f"--repair-target {config.repair_target}: choose block or layer")
     modes = [
         config.structured is not None,
         config.sparsity is not None or config.threshold is not None,
@@ -126,7 +135,15 @@ def _prune(
             if judge is not None:
                 fields["fidelity_before_repair"] = judge(model).fidelity
             fields["repaired"] = tuple(
-                repair(original, model, decisions, calib, on_progress=on_progress, notes=notes)
+                repair(
+                    original,
+                    model,
+                    decisions,
+                    calib,
+                    on_progress=on_progress,
+                    notes=notes,
+                    block=config.repair_target == "block",
+                )  # fmt: skip
             )
         elif calib is None:
             notes.append("no --calibration: layers were not repaired")

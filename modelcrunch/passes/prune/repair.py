@@ -46,6 +46,7 @@ class RepairedLayer:
     op_type: str
     rel_error_before: float
     rel_error_after: float
+    block: str | None = None  # fit to the output of this residual Add (block reconstruction)
 
     def to_dict(self) -> dict:
         return {
@@ -53,6 +54,7 @@ class RepairedLayer:
             "op_type": self.op_type,
             "rel_error_before": self.rel_error_before,
             "rel_error_after": self.rel_error_after,
+            "block": self.block,
         }
 
 
@@ -81,24 +83,20 @@ def _repairable(node: ir.Node) -> str | None:
     return f"{node.op_type} not supported"
 
 
-def _rows(
-    node: ir.Node, x: np.ndarray, y: np.ndarray, keep_out: np.ndarray, most: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Least-squares rows (float64) of one feed: at most ``most``, evenly spread over its output
-    pixels (all samples of the feed), picked before any window is copied."""
+def _rows(node: ir.Node, x: np.ndarray, y_shape: tuple, most: int) -> tuple[np.ndarray, Callable]:
+    """Least-squares rows (float64) of one feed's input ``x``: at most ``most``, evenly spread over
+    the output pixels (all samples of the feed), picked before any window is copied; and the picker
+    of the same rows of an array shaped like the layer's output (``y_shape``)."""
     if node.op_type == "Conv":
         w = node.inputs[1].const_value.shape
-        n, _, ho, wo = y.shape
+        n, _, ho, wo = y_shape
         at = np.arange(0, n * ho * wo, -(-(n * ho * wo) // most))
         cols = im2col(x, node, (w[2], w[3]), at=at)
         b, i, j = np.unravel_index(at, (n, ho, wo))
-        target = y[b, :, i, j]  # (rows, C_out)
-    else:
-        cols = x.reshape(-1, x.shape[-1])
-        target = y.reshape(-1, y.shape[-1])
-        stride = -(-len(cols) // most)
-        cols, target = cols[::stride], target[::stride]
-    return cols.astype(np.float64), target[:, keep_out].astype(np.float64)
+        return cols.astype(np.float64), lambda a: a[b, :, i, j]  # (rows, C)
+    cols = x.reshape(-1, x.shape[-1])
+    stride = -(-len(cols) // most)
+    return cols[::stride].astype(np.float64), lambda a: a.reshape(-1, a.shape[-1])[::stride]
 
 
 #: Rows (output pixels) a layer's fit reads at most, over all its feeds: a least-squares fit of a
@@ -184,14 +182,23 @@ def _fewer(feeds: list, want: int) -> list:
 
 @dataclass
 class _Target:
-    """A layer to refit and the least-squares statistics it accumulates."""
+    """A layer to refit, what it is fit to, and the least-squares statistics it accumulates.
+
+    ``y``: the original model's value to match, the layer's own output, or with ``skip`` the output
+    of the residual ``Add`` it feeds (block reconstruction): the layer is then fit to that output
+    less the pruned model's ``skip`` input and the constant ``offset`` of bias ``Add``s between."""
 
     node: ir.Node
     keep_out: np.ndarray
     intercept: bool
+    y: str
+    skip: str | None = None
+    offset: np.ndarray | float = 0.0
+    block: str | None = None  # the residual Add's name
     xtx: np.ndarray | None = None
     xty: np.ndarray | None = None
     yty: float = 0.0
+    mismatch: bool = False
 
     def stat_bytes(self) -> int:
         """Bytes of the statistics (float64 ``X^T X`` and ``X^T Y``)."""
@@ -199,9 +206,18 @@ class _Target:
         cols = (w[1] * w[2] * w[3] if self.node.op_type == "Conv" else _in_features(self.node)) + 1
         return 8 * cols * (cols + len(self.keep_out))
 
-    def add(self, x: np.ndarray, y: np.ndarray, most: int) -> None:
+    def add(self, x: np.ndarray, y: np.ndarray, skip: np.ndarray | None, most: int) -> None:
         """Accumulate the statistics of one feed, from at most ``most`` of its rows."""
-        cols, target = _rows(self.node, x, y, self.keep_out, most)
+        kept = len(self.keep_out)
+        expect = (*y.shape[:1], kept, *y.shape[2:]) if self.node.op_type == "Conv" else (*y.shape[:-1], kept)
+        if skip is not None and skip.shape != expect:
+            self.mismatch = True  # a broadcast skip input: not a residual block after all
+        if self.mismatch:
+            return
+        cols, pick = _rows(self.node, x, y.shape, most)
+        target = pick(y)[:, self.keep_out].astype(np.float64)
+        if skip is not None:
+            target -= pick(skip) + self.offset
         if self.intercept:
             cols = np.concatenate([cols, np.ones((cols.shape[0], 1))], axis=1)
         self.xtx = cols.T @ cols if self.xtx is None else self.xtx + cols.T @ cols
@@ -210,6 +226,8 @@ class _Target:
 
     def refit(self, graph: ir.Graph, ridge: float) -> RepairedLayer | None:
         if self.xtx is None:
+            if self.mismatch:
+                logger.info("not repairing %s: its residual input broadcasts", self.node.name)
             return None
         current = _current_coef(self.node, self.intercept)
         lam = ridge * float(np.mean(np.diag(self.xtx))) + 1e-12
@@ -219,15 +237,44 @@ class _Target:
         if after < before:
             _write(graph, self.node, coef, self.intercept)
         self.xtx = self.xty = None  # the statistics are done with: memory back
-        return RepairedLayer(self.node.name, self.node.op_type, before, min(after, before))
+        return RepairedLayer(self.node.name, self.node.op_type, before, min(after, before), self.block)
 
 
-def _targets(original: ir.Model, pruned: ir.Model, decisions: Sequence[GroupDecision]) -> list[_Target]:
-    """The consumer layers of the pruned groups that repair can refit, in topological order."""
+def _residual(node: ir.Node, original_values: set[str]) -> tuple[str, str, np.ndarray | float, str] | None:
+    """(the residual Add's output, its other input, the bias offset, its name) where ``node``'s
+    output reaches an ``Add`` of a non-constant value through constant ``Add``s only (each the only
+    use of what it adds to), and the original model has that Add's output; else None."""
+    value, offset = node.outputs[0], 0.0
+    while True:
+        uses = value.uses()
+        if len(uses) != 1 or value.is_graph_output():
+            return None
+        add = uses[0].node
+        if add.op_type != "Add" or len(add.inputs) != 2:
+            return None
+        other = add.inputs[1 - uses[0].idx]
+        if other is None or other is value:
+            return None
+        constant = const_array(other)
+        if constant is None:
+            out = add.outputs[0].name
+            return (out, other.name, offset, add.name) if out in original_values else None
+        if constant.size != 1 and constant.size != max(constant.shape, default=1):
+            return None  # not a per-channel bias
+        offset = offset + constant.reshape(-1).astype(np.float64)
+        value = add.outputs[0]
+
+
+def _targets(
+    original: ir.Model, pruned: ir.Model, decisions: Sequence[GroupDecision], block: bool = False
+) -> list[_Target]:
+    """The consumer layers of the pruned groups that repair can refit, in topological order; with
+    ``block``, those that feed a residual ``Add`` are fit to its output (``_residual``)."""
     names = {
         c for d in decisions if d.kept is not None and len(d.kept) < d.group.size for c in d.group.consumers
     }
     original_out = {n.outputs[0].name: n for n in original.graph}
+    original_values = {v.name for n in original.graph for v in n.outputs}
     targets = []
     for node in (n for n in pruned.graph if n.name in names):
         why = _repairable(node)
@@ -236,7 +283,11 @@ def _targets(original: ir.Model, pruned: ir.Model, decisions: Sequence[GroupDeci
             logger.info("not repairing %s: %s", node.name, why or "output not found in the original")
             continue
         keep_out = _kept_outputs(node, decisions, _out_features(source))
-        targets.append(_Target(node, keep_out, node.op_type != "MatMul"))
+        target = _Target(node, keep_out, node.op_type != "MatMul", node.outputs[0].name)
+        found = _residual(node, original_values) if block else None
+        if found is not None:
+            target.y, target.skip, target.offset, target.block = found
+        targets.append(target)
     return targets
 
 
@@ -266,8 +317,10 @@ def repair(
     on_progress: Callable[[str, int, int], None] | None = None,
     notes: list[str] | None = None,
     seconds: float | None = None,
+    block: bool = False,
 ) -> list[RepairedLayer]:
-    """Refit every consumer layer of the pruned groups, in place on ``pruned``.
+    """Refit every consumer layer of the pruned groups, in place on ``pruned``; with ``block``, a
+    layer that feeds a residual ``Add`` is fit to that Add's output (``_Target``).
 
     The layers are refit in passes, in topological order: a pass reads the calibration feeds through
     both models once (each run only as far as its deepest layer: ``activations.expose``), gives each
@@ -281,7 +334,7 @@ def repair(
     last one takes every layer left). A pass holds at most ``PASS_BYTES`` of statistics and
     activations. ``notes`` says when layers shared a pass or samples were left out.
     """
-    targets = _targets(original, pruned, decisions)
+    targets = _targets(original, pruned, decisions, block)
     if not targets:
         return []
     reference = ir.to_proto(original)  # unchanged: serialized once, its sessions cut from it
@@ -317,8 +370,9 @@ def repair(
         held = np.cumsum([t.stat_bytes() for t in wave])
         wave = wave[: max(1, int(np.searchsorted(held, PASS_BYTES, side="right")))]
         started, fitting = time.perf_counter(), 0.0
-        x_names = list(dict.fromkeys(t.node.inputs[0].name for t in wave))
-        y_names = list(dict.fromkeys(t.node.outputs[0].name for t in wave))
+        skips = [t.skip for t in wave if t.skip]
+        x_names = list(dict.fromkeys([t.node.inputs[0].name for t in wave] + skips))
+        y_names = list(dict.fromkeys(t.y for t in wave))
         for xs, ys in zip(
             iter_activations(pruned, x_names, feeds, types),
             iter_activations(reference, y_names, feeds, types),
@@ -326,9 +380,9 @@ def repair(
         ):
             tick = time.perf_counter()
             for t in wave:
-                x, y = xs[t.node.inputs[0].name], ys[t.node.outputs[0].name]
+                x, y = xs[t.node.inputs[0].name], ys[t.y]
                 layer_bytes = max(layer_bytes, x.nbytes + y.nbytes)
-                t.add(x, y, most)
+                t.add(x, y, xs[t.skip] if t.skip else None, most)
             fitting += time.perf_counter() - tick
         done.extend(r for r in (t.refit(pruned.graph, ridge) for t in wave) if r is not None)
         start, passes = start + len(wave), passes + 1
