@@ -347,3 +347,25 @@ def test_distill_never_writes_over_its_teacher(tmp_path):
                              str(SAMPLES / "mlp_digits_calib.npz"), "-o", str(teacher)])  # fmt: skip
     assert "refusing to overwrite the input model" in line and "--overwrite-input" not in line
     assert teacher.read_bytes() == (SAMPLES / "mlp.onnx").read_bytes()
+
+
+def test_sequence_loss_rewards_the_teachers_string_over_its_frames():
+    from modelcrunch.distill.losses import LossSpec, greedy_labels, output_loss
+
+    def probs(path: list[int], classes: int = 6) -> torch.Tensor:
+        p = torch.full((1, len(path), classes), 0.1 / (classes - 1))
+        p[0, torch.arange(len(path)), torch.tensor(path)] = 0.9
+        return p
+
+    spec = LossSpec("o", "sequence", 2, None, probabilities=True)  # a Softmax output, CTC blank 0
+    teacher = probs([0, 1, 1, 0, 2, 0])  # reads "1 2"
+    labels, lengths = greedy_labels(teacher)
+    assert labels.tolist() == [1, 2] and lengths.tolist() == [2]
+    assert float(output_loss(spec, teacher, teacher, 2.0)) == pytest.approx(0.0, abs=1e-6)
+    same_string = probs([0, 1, 0, 0, 2, 0])  # one frame differs, still reads "1 2"
+    other_string = probs([0, 1, 3, 0, 2, 0])  # one frame differs just as much, reads "1 3 2"
+    student = other_string.clone().requires_grad_()
+    loss = output_loss(spec, student, teacher, 2.0)
+    loss.backward()
+    assert student.grad.abs().sum() > 0
+    assert float(output_loss(spec, same_string, teacher, 2.0)) < float(loss.detach()) - 0.5

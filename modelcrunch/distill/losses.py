@@ -2,6 +2,11 @@
 
 * **classes** (class axis ``a``): ``T^2 * KL(softmax(t/T) || softmax(s/T))`` over axis ``a``; outputs
   that are already probabilities (a Softmax) are compared as ``KL(t || s)`` directly.
+* **sequence** (per-step class scores ``[N, T, C]`` read as CTC, blank 0): the per-step KL of
+  **classes** plus a sequence term, the CTC loss of the student's steps against the teacher's greedy
+  decoding (argmax per step, repeats merged, blanks dropped: the string the teacher reads) less the
+  teacher's own CTC loss on it (a constant: zero when the student reads like the teacher). The step
+  term matches every frame; the CTC term rewards any alignment that reads the same string.
 * **embedding**: ``mean(1 - cos(s, t))`` along the last axis.
 * **detection** (YOLO ``[N, 4+C, A]`` / ``[N, A, 4+C]``): box term ``mean(w * |s_box - t_box|) / mean|t_box|``
   with ``w = max teacher score per anchor + 0.05`` (boxes that are found matter), plus score term
@@ -91,17 +96,56 @@ def _mse(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return ((s - t) ** 2).mean() / (t.detach().var(unbiased=False) + 1e-8)
 
 
+def _class_kl(
+    s: torch.Tensor, t: torch.Tensor, axis: int, probabilities: bool, temperature: float
+) -> torch.Tensor:
+    if probabilities:
+        log_s = torch.log(s.clamp_min(1e-8))
+        return (t * (torch.log(t.clamp_min(1e-8)) - log_s)).sum(axis).mean()
+    log_s = F.log_softmax(s / temperature, dim=axis)
+    log_t = F.log_softmax(t / temperature, dim=axis)
+    kl = (log_t.exp() * (log_t - log_s)).sum(axis).mean()
+    return kl * temperature**2
+
+
+def greedy_labels(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The teacher's CTC greedy decoding of ``[N, T, C]`` scores (blank 0): the labels of all samples
+    concatenated, and each sample's length (``F.ctc_loss``'s targets)."""
+    best = t.argmax(-1)
+    keep = torch.ones_like(best, dtype=torch.bool)
+    keep[:, 1:] = best[:, 1:] != best[:, :-1]
+    keep &= best != 0
+    return best[keep], keep.sum(1)
+
+
+def _sequence_loss(spec: LossSpec, s: torch.Tensor, t: torch.Tensor, temperature: float) -> torch.Tensor:
+    axis = spec.axis if spec.axis is not None else s.dim() - 1
+    steps = _class_kl(s, t, axis, spec.probabilities, temperature)
+    if s.dim() != 3 or axis not in (2, -1):
+        return steps
+    labels, lengths = greedy_labels(t.detach())
+
+    def log_probs(x: torch.Tensor) -> torch.Tensor:  # [T, N, C], as ctc_loss wants
+        x = torch.log(x.clamp_min(1e-8)) if spec.probabilities else F.log_softmax(x, dim=-1)
+        return x.transpose(0, 1)
+
+    steps_in = torch.full((s.shape[0],), s.shape[1], dtype=torch.long)
+
+    def ctc(x: torch.Tensor) -> torch.Tensor:
+        return F.ctc_loss(log_probs(x), labels, steps_in, lengths, blank=0, zero_infinity=True)
+
+    with torch.no_grad():
+        baseline = ctc(t)
+    return steps + (ctc(s) - baseline)
+
+
 def output_loss(spec: LossSpec, s: torch.Tensor, t: torch.Tensor, temperature: float) -> torch.Tensor:
     s = s.float()
     t = t.float()
+    if spec.kind == "sequence" and s.dim() >= 2 and s.shape[-1] > 1:
+        return _sequence_loss(spec, s, t, temperature)
     if spec.kind == "classes" and s.dim() >= 1 and s.shape[spec.axis] > 1:
-        if spec.probabilities:
-            log_s = torch.log(s.clamp_min(1e-8))
-            return (t * (torch.log(t.clamp_min(1e-8)) - log_s)).sum(spec.axis).mean()
-        log_s = F.log_softmax(s / temperature, dim=spec.axis)
-        log_t = F.log_softmax(t / temperature, dim=spec.axis)
-        kl = (log_t.exp() * (log_t - log_s)).sum(spec.axis).mean()
-        return kl * temperature**2
+        return _class_kl(s, t, spec.axis, spec.probabilities, temperature)
     if spec.kind == "embedding":
         return (1 - F.cosine_similarity(s, t, dim=-1, eps=1e-8)).mean()
     if spec.kind == "detection":
