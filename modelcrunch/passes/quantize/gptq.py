@@ -40,7 +40,7 @@ from modelcrunch.runtime.capture import with_activations
 
 logger = logging.getLogger(__name__)
 
-MAX_ROWS = 4096
+MAX_ROWS = 2048
 DEPTHWISE_ROWS = 1024  # ... for a depthwise Conv, whose H is only kH·kW square
 SAMPLES = 32  # calibration samples H is measured on
 CHUNK = 32
