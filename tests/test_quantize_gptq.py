@@ -114,3 +114,62 @@ def test_lazy_batches_round_as_column_by_column(monkeypatch: pytest.MonkeyPatch)
     blocked = gptq._gptq(weights, hessian, scale)
     monkeypatch.setattr(gptq, "BLOCK", 10**6)
     assert np.mean(blocked == gptq._gptq(weights, hessian, scale)) > 0.999  # float reassociation only
+
+
+def matmul_proto(weights: np.ndarray) -> onnx.ModelProto:
+    k, n = weights.shape
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", n])],
+        initializer=[numpy_helper.from_array(weights.astype(np.float32), "w")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_weight_only_gptq_keeps_ort_layout_and_lowers_output_error(bits: int) -> None:
+    from modelcrunch.passes.quantize.gptq import unpack_blocks
+    from modelcrunch.passes.quantize.weight_only import apply_gptq, quantize_weight_only_model
+
+    rng = np.random.default_rng(3)
+    k, n = 72, 24  # K not a multiple of the 32-block: the last block is padded
+    weights = rng.standard_normal((k, n)).astype(np.float32)
+    mix = rng.standard_normal((k, k))  # correlated inputs: where GPTQ beats rounding to nearest
+    calib, held_out = (rng.standard_normal((m, k)) @ mix for m in (512, 256))
+    options = QuantizeOptions(mode=Mode.WEIGHT_ONLY, bits=bits, block_size=32)
+    rtn = quantize_weight_only_model(matmul_proto(weights), options=options)
+    (node,) = [x for x in rtn.graph.node if x.op_type == "MatMulNBits"]
+    inits = {t.name: t for t in rtn.graph.initializer}
+    ort_b = numpy_helper.to_array(inits[node.input[1]]).copy()
+    # with H = I no error is spread: GPTQ is rounding to nearest, byte for byte ORT's own B
+    same = onnx.ModelProto()
+    same.CopyFrom(rtn)
+    assert apply_gptq(same, {"y": (weights, np.eye(k))}) == 1
+    (b,) = [numpy_helper.to_array(t) for t in same.graph.initializer if t.name == node.input[1]]
+    np.testing.assert_array_equal(b, ort_b)
+    assert np.abs(unpack_blocks(b, k, bits)).max() <= 1 << (bits - 1)
+    hessian = calib.T @ calib
+    found = {"y": (weights, hessian)}
+    gptq = quantize_weight_only_model(matmul_proto(weights), options=options, hessians=found)
+    x = {"x": held_out.astype(np.float32)}
+    (ref,) = run_ort(matmul_proto(weights), x)
+    errors = [np.linalg.norm(run_ort(m, x)[0] - ref) for m in (rtn, gptq)]
+    assert errors[1] < 0.9 * errors[0], errors  # on samples H never saw
+
+
+def test_weight_only_uses_gptq_with_real_data(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    weights = rng.standard_normal((64, 16))
+    src = save_proto(matmul_proto(weights), tmp_path / "m.onnx")
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, x=(rng.standard_normal((64, 64)) @ rng.standard_normal((64, 64))).astype(np.float32))
+    for gptq in (True, False):
+        options = QuantizeOptions(
+            mode=Mode.WEIGHT_ONLY, gptq=gptq, sensitivity=False, bench=False, keep_best=True
+        )
+        report = quantize_model(src, tmp_path / f"q{gptq}.onnx", options, calibration=calib)
+        notes = [n for n in report.preprocessing if "GPTQ" in n]
+        assert notes == (["GPTQ rounding of 1 MatMul weights (--no-gptq rounds to nearest)"] if gptq else [])
+        assert [n.op_type for n in onnx.load(str(tmp_path / f"q{gptq}.onnx")).graph.node] == ["MatMulNBits"]

@@ -117,7 +117,9 @@ def quantize_cmd(
     sensitivity: Annotated[bool, typer.Option(help="Keep the worst layers float to meet the target.")] = True,
     gptq: Annotated[
         bool,
-        typer.Option(help="storage: GPTQ rounding of int8 weights from the calibration data (else nearest)."),
+        typer.Option(
+            help="storage, weight-only: GPTQ rounding of int8/int4 weights from calibration data.",
+        ),
     ] = True,
     bias_correction: Annotated[
         bool,

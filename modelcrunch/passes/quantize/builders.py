@@ -25,10 +25,11 @@ from modelcrunch.passes.quantize.config import (
     Mode,
     QuantFormat,
     QuantizeOptions,
+    WeightAlgorithm,
 )
 from modelcrunch.passes.quantize.dynamic import quantize_dynamic_model
 from modelcrunch.passes.quantize.fp16 import BFLOAT16, FLOAT16, convert_half, half_layers, keep_reasons
-from modelcrunch.passes.quantize.gptq import gptq_weights
+from modelcrunch.passes.quantize.gptq import gptq_weights, matmul_hessians
 from modelcrunch.passes.quantize.per_token import per_token_rewrite
 from modelcrunch.passes.quantize.preprocess import Prepared, prepare
 from modelcrunch.passes.quantize.primitives import float_islands, hand_built_math
@@ -86,6 +87,17 @@ class Workspace:
                 except Exception as exc:  # noqa: BLE001 - an optimisation: storage still works without it
                     logger.warning("GPTQ skipped, weights rounded to nearest: %s", str(exc).splitlines()[0])
         return self._gptq
+
+    def matmul_hessians(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """``gptq.matmul_hessians`` of the float model, for weight-only GPTQ; none without real
+        calibration data, with ``--no-gptq``, or when measuring fails (rounding to nearest then)."""
+        if not self.options.gptq or self.calibration.synthetic:
+            return {}
+        try:
+            return matmul_hessians(self.model, self.calibration.samples, threads=self.options.threads)
+        except Exception as exc:  # noqa: BLE001 - an optimisation: weight-only still works without it
+            logger.warning("GPTQ skipped, weights rounded to nearest: %s", str(exc).splitlines()[0])
+            return {}
 
     def copy_model(self) -> ir.Model:
         return ir.serde.deserialize_model(ir.to_proto(self.model))
@@ -268,14 +280,18 @@ def mode_build(ws: Workspace, mode: Mode) -> ModeBuild:
 
     if mode is Mode.WEIGHT_ONLY:
         proto, gathers, notes = gather_opset(ir.to_proto(ws.model), options)
+        hessians = ws.matmul_hessians() if options.weight_algorithm is WeightAlgorithm.RTN else {}
+        if hessians:
+            notes.append(f"GPTQ rounding of {len(hessians)} MatMul weights (--no-gptq rounds to nearest)")
 
         def build(only: Sequence[str] | None, exclude: Sequence[str]) -> Path:
             copy = onnx.ModelProto()
             copy.CopyFrom(proto)
             out = ws.new_path(mode.value)
             quantized = quantize_weight_only_model(
-                copy, options=options, gathers=gathers, nodes_to_quantize=only, nodes_to_exclude=exclude
-            )
+                copy, options=options, gathers=gathers, nodes_to_quantize=only, nodes_to_exclude=exclude,
+                hessians=hessians,
+            )  # fmt: skip
             onnx.save(quantized, str(out))
             return out
 

@@ -123,9 +123,13 @@ def layer_hessians(
     return found
 
 
-def _gptq(weights: np.ndarray, hessian: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """int8 of ``weights`` ``[B, O, I]`` with scales ``[B, O]``, each batch's rounding error spread
-    through its ``H`` ``[B, I, I]`` (B > 1: the channels of a depthwise Conv)."""
+def _gptq(
+    weights: np.ndarray, hessian: np.ndarray, scale: np.ndarray, lo: int = -127, hi: int = 127
+) -> np.ndarray:
+    """Integers in ``[lo, hi]`` of ``weights`` ``[B, O, I]`` with scales ``[B, O]`` (or ``[B, O, I]``,
+    one per weight: block-wise scales), each batch's rounding error spread through its ``H``
+    ``[B, I, I]`` (B > 1: the channels of a depthwise Conv)."""
+    scale = scale if scale.ndim == 3 else np.broadcast_to(scale[..., None], weights.shape)
     w = weights.astype(np.float64)
     h = hessian.copy()
     diag = np.einsum("bii->bi", h)  # a view: writes go to h
@@ -136,7 +140,7 @@ def _gptq(weights: np.ndarray, hessian: np.ndarray, scale: np.ndarray) -> np.nda
     try:
         upper = np.linalg.cholesky(np.linalg.inv(h)).transpose(0, 2, 1)
     except np.linalg.LinAlgError:
-        return np.clip(np.rint(weights / scale[..., None]), -127, 127).astype(np.int8)
+        return np.clip(np.rint(weights / scale), lo, hi).astype(np.int8)
     q = np.zeros(w.shape, dtype=np.int8)
     columns = w.shape[2]
     for start in range(0, columns, BLOCK):  # lazy batch updates: the rest of W once per block
@@ -144,9 +148,10 @@ def _gptq(weights: np.ndarray, hessian: np.ndarray, scale: np.ndarray) -> np.nda
         block = w[:, :, start:end]
         errors = np.zeros_like(block)
         for i in range(end - start):
-            column = np.clip(np.rint(block[:, :, i] / scale), -127, 127)
+            step = scale[:, :, start + i]
+            column = np.clip(np.rint(block[:, :, i] / step), lo, hi)
             q[:, :, start + i] = column
-            errors[:, :, i] = (block[:, :, i] - column * scale) / upper[:, start + i, start + i, None]
+            errors[:, :, i] = (block[:, :, i] - column * step) / upper[:, start + i, start + i, None]
             block[:, :, i + 1 :] -= errors[:, :, i, None] * upper[:, None, start + i, start + i + 1 : end]
         w[:, :, end:] -= np.matmul(errors, upper[:, start:end, end:])
     return q
@@ -175,3 +180,53 @@ def gptq_weights(
         rounded[name] = gptq_int8(weights, layer, hessian)[0]
     logger.info("GPTQ rounding for %d weights", len(rounded))
     return rounded
+
+
+def gptq_blocks(
+    weights: np.ndarray, hessian: np.ndarray, scales: np.ndarray, block: int, bits: int
+) -> np.ndarray:
+    """Signed ``bits``-bit values ``[N, K]`` of a MatMul's ``weights`` ``[K, N]`` under block-wise
+    scales ``scales`` ``[N, ceil(K / block)]`` (MatMulNBits' symmetric layout: each column's ``block``
+    consecutive K entries share a scale), rounded by GPTQ through the layer's ``H`` ``[K, K]``."""
+    k = weights.shape[0]
+    per_weight = np.repeat(scales.astype(np.float64), block, axis=1)[:, :k]
+    half = 1 << (bits - 1)
+    return _gptq(weights.T[None], hessian[None], per_weight[None], -half, half - 1)[0]
+
+
+def pack_blocks(values: np.ndarray, block: int, bits: int) -> np.ndarray:
+    """MatMulNBits' ``B`` ``[N, blocks, block * bits / 8]`` (uint8) of signed values ``[N, K]``:
+    offset by the implicit zero point ``2^(bits-1)``, K padded to whole blocks with zero bytes (as
+    ONNX Runtime's quantizer pads; the kernel reads K entries only), two 4-bit values per byte, the
+    first in the low nibble."""
+    n, k = values.shape
+    blocks = -(-k // block)
+    unsigned = np.zeros((n, blocks * block), dtype=np.uint8)
+    unsigned[:, :k] = values.astype(np.int16) + (1 << (bits - 1))
+    if bits == 8:
+        return unsigned.reshape(n, blocks, block)
+    pairs = unsigned.reshape(n, blocks, block // 2, 2)
+    return (pairs[..., 0] | (pairs[..., 1] << 4)).astype(np.uint8)
+
+
+def unpack_blocks(packed: np.ndarray, k: int, bits: int) -> np.ndarray:
+    """The signed values ``[N, K]`` of MatMulNBits' ``B`` (``pack_blocks`` undone)."""
+    n = packed.shape[0]
+    if bits == 8:
+        unsigned = packed.reshape(n, -1)
+    else:
+        unsigned = np.stack([packed & 0x0F, packed >> 4], axis=-1).reshape(n, -1)
+    return unsigned[:, :k].astype(np.int16) - (1 << (bits - 1))
+
+
+def matmul_hessians(
+    model: ir.Model, feeds: Sequence[dict[str, np.ndarray]], *, threads: int | None = None
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The float MatMuls' output name → (weights ``[K, N]``, ``H``): what ``weight_only.apply_gptq``
+    re-rounds MatMulNBits weights with."""
+    found = {}
+    for name, (layer, hessian) in layer_hessians(model, feeds, threads=threads).items():
+        if layer.kind == "matmul":
+            weights = model.graph.initializers[name].const_value.numpy()
+            found[layer.node.outputs[0].name] = (weights, hessian)
+    return found

@@ -16,13 +16,15 @@ signature changed (ReduceMean's axes, ...), so ``gather_opset`` converts the mod
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 from onnxruntime.quantization import matmul_nbits_quantizer as nbits
 
 from modelcrunch.passes.quantize.config import QuantizeOptions, WeightAlgorithm
+from modelcrunch.passes.quantize.gptq import gptq_blocks, pack_blocks
 from modelcrunch.passes.quantize.preprocess import default_opset, raise_opset
 
 logger = logging.getLogger(__name__)
@@ -79,9 +81,11 @@ def quantize_weight_only_model(
     gathers: bool = True,
     nodes_to_quantize: Sequence[str] | None = None,
     nodes_to_exclude: Sequence[str] = (),
+    hessians: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> onnx.ModelProto:
     """The model with constant-weight MatMuls (and, with ``gathers``, 4-bit embedding Gathers) as
-    MatMulNBits; ``gathers`` needs opset 21 (see ``gather_opset``)."""
+    MatMulNBits; ``gathers`` needs opset 21 (see ``gather_opset``). With ``hessians`` (RTN only),
+    the MatMuls they name are rounded by GPTQ (``apply_gptq``)."""
     unnamed = [n for n in model.graph.node if not n.name]
     for index, node in enumerate(unnamed):
         node.name = f"{node.op_type}_{index}_mc"
@@ -112,4 +116,32 @@ def quantize_weight_only_model(
         nodes_to_include=list(nodes_to_quantize) if nodes_to_quantize is not None else None,
     )
     quantizer.process()
-    return quantizer.model.model
+    quantized = quantizer.model.model
+    if hessians:
+        count = apply_gptq(quantized, hessians)
+        logger.info("GPTQ rounding for %d MatMulNBits weights", count)
+    return quantized
+
+
+def apply_gptq(model: onnx.ModelProto, hessians: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> int:
+    """Re-round, in place, the ``B`` of every symmetric MatMulNBits of ``model`` whose output is a key
+    of ``hessians`` (the float MatMul's output → its weights ``[K, N]`` and ``H``), by GPTQ under the
+    scales ONNX Runtime's quantizer chose (``gptq.gptq_blocks``); the count re-rounded."""
+    inits = {t.name: t for t in model.graph.initializer}
+    count = 0
+    for node in model.graph.node:
+        found = hessians.get(node.output[0]) if node.op_type == "MatMulNBits" else None
+        if found is None or len(node.input) > 3 and node.input[3]:  # zero points: asymmetric
+            continue
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        packed, scales = inits.get(node.input[1]), inits.get(node.input[2])
+        weights, hessian = found
+        if packed is None or scales is None or weights.shape != (attrs["K"], attrs["N"]):
+            continue
+        bits, block = attrs["bits"], attrs["block_size"]
+        steps = numpy_helper.to_array(scales).reshape(attrs["N"], -1)
+        values = gptq_blocks(weights, hessian, steps, block, bits)
+        rounded = pack_blocks(values, block, bits).reshape(packed.dims)
+        packed.CopyFrom(numpy_helper.from_array(rounded, packed.name))
+        count += 1
+    return count
