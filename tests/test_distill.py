@@ -369,3 +369,8 @@ def test_sequence_loss_rewards_the_teachers_string_over_its_frames():
     loss.backward()
     assert student.grad.abs().sum() > 0
     assert float(output_loss(spec, same_string, teacher, 2.0)) < float(loss.detach()) - 0.5
+    # ddddocr's layout, [T, N, C] (time-major): the same loss on the transposed tensors
+    time_major = LossSpec("o", "sequence", 2, "time-major", probabilities=True)
+    ref = float(output_loss(spec, same_string, teacher, 2.0))
+    got = float(output_loss(time_major, same_string.transpose(0, 1), teacher.transpose(0, 1), 2.0))
+    assert got == pytest.approx(ref, rel=1e-5)

@@ -410,3 +410,33 @@ def test_repair_passes_hold_a_bounded_number_of_bytes(tmp_path, monkeypatch):
                       calibration=calib, measure=False, keep_best=True)  # fmt: skip
     (note,) = [n for n in report.notes if n.startswith("repair refit ")]
     assert f" {len(report.repaired)} layers in {len(report.repaired)} passes " in note
+
+
+def test_ctc_logits_are_read_as_a_sequence_time_major_too(tmp_path):
+    from onnx import TensorProto, helper
+
+    def model_of(dims: list) -> object:  # an Identity: the values decide
+        graph = helper.make_graph(
+            [helper.make_node("Identity", ["x"], ["y"])], "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, dims)],
+        )  # fmt: skip
+        proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        return load_model(save_proto(proto, tmp_path / "m.onnx"))
+
+    # ddddocr's recognizer: [T, 1, C] logits (time-major), the blank (0) winning most steps
+    path = [0, 0, 5, 5, 0, 0, 7, 0, 0, 0, 9, 9]
+    logits = (RNG.standard_normal((12, 1, 40)) + 8 * np.eye(40)[path][:, None]).astype(np.float32)
+    spec = infer_specs(model_of([12, 1, 40]), {"y": logits})["y"]
+    assert (spec.kind, spec.axis, spec.layout) == ("sequence", 2, "time-major")
+    seq = Sequence(spec)
+    other = logits.copy()
+    other[10, 0, 9] = -50.0  # the last character is lost: the string differs
+    seq.update(np.concatenate([logits, logits], 1), np.concatenate([logits, other], 1), {})
+    assert seq.figures()[0][1] == pytest.approx(0.5)  # one string of the two columns
+    # a detector's per-anchor scores: as many blanks, but anchors outnumber classes: not a sequence
+    anchors = (RNG.standard_normal((1, 400, 11)) + 8 * np.eye(11)[np.zeros(400, int)]).astype(np.float32)
+    assert infer_specs(model_of([1, 400, 11]), {"y": anchors})["y"].kind != "sequence"
+    assert parse_kind_overrides(["y=sequence:time-major"], None) == {"y": "sequence:time-major"}
+    with pytest.raises(ModelcrunchError, match="sequence:time-major"):
+        parse_kind_overrides(["y=sequence:batch"], None)

@@ -119,6 +119,8 @@ def greedy_labels(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _sequence_loss(spec: LossSpec, s: torch.Tensor, t: torch.Tensor, temperature: float) -> torch.Tensor:
+    if spec.layout == "time-major" and s.dim() == 3:  # [T, N, C] → [N, T, C]
+        s, t = s.transpose(0, 1), t.transpose(0, 1)
     axis = spec.axis if spec.axis is not None else s.dim() - 1
     steps = _class_kl(s, t, axis, spec.probabilities, temperature)
     if s.dim() != 3 or axis not in (2, -1):

@@ -13,7 +13,9 @@ classes     a Softmax/LogSoftmax (or ``Exp``/``Div``) over axis ``k`` of a     t
             rank-2 output; a rank-2 Gemm/MatMul output of <= 1001 columns      along that axis
             (logits)
 sequence    a Softmax over the last axis of ``[N, T, C]``: CTC-style per-step  greedy-decoded
-            class scores                                                      string agreement
+            class scores; or rank-3 logits of C >= T classes whose per-step    string agreement
+            argmax is the blank (class 0) on >= 30 % of the steps (``[T, 1, C]``
+            read time-major)
 embedding   token states ``[N, T, D]`` (D >= 64) of a model with an attention  per-sample cosine
             mask input (judged mean-pooled over the mask and normalised, as a  (mean; worst
             sentence vector), an L2-normalised or pooled vector, or an output   gated too)
@@ -60,7 +62,8 @@ class OutputSpec:
     kind: str
     reason: str
     axis: int | None = None  # class axis (classes/sequence/map) or channel axis (detection)
-    layout: str | None = None  # detection: yolov8 | yolov5 | nms; embedding: pooled | vector
+    #: detection: yolov8 | yolov5 | nms; embedding: pooled | vector; sequence: time-major ([T, N, C])
+    layout: str | None = None
     mask_input: str | None = None  # embedding token states: the attention-mask input to pool over
 
     def to_dict(self) -> dict:
@@ -91,9 +94,14 @@ def _check_kind(kind: str, where: str) -> None:
     base, _, layout = kind.partition(":")
     if base not in KINDS:
         raise ModelcrunchError(f"{where}: unknown kind '{base}' (kinds: {', '.join(KINDS)})")
+    if layout and base == "sequence":
+        if layout != "time-major":
+            raise ModelcrunchError(f"{where}: unknown sequence layout '{layout}' (sequence:time-major)")
+        return
     if layout and base != "detection":
         raise ModelcrunchError(
-            f"{where}: only detection takes a layout (detection:{'|'.join(DETECTION_LAYOUTS)})"
+            f"{where}: only detection and sequence take a layout (detection:{'|'.join(DETECTION_LAYOUTS)}, "
+            "sequence:time-major)"
         )
     if layout and layout not in DETECTION_LAYOUTS:
         raise ModelcrunchError(
@@ -218,6 +226,26 @@ def _detection_layout(values: np.ndarray) -> tuple[str, int] | None:
     return None
 
 
+#: CTC logits: the share of steps, at least, whose argmax is the blank (class 0) on the data.
+BLANK_SHARE = 0.3
+
+
+def _ctc_layout(values: np.ndarray) -> str | None:
+    """ "time-major" (``[T, 1, C]``, batch 1) or "batch-major" (``[N, T, C]``) when a rank-3 float
+    output reads as CTC logits: at least 4 steps, at least as many classes on the last axis as steps
+    (an alphabet; a detector's anchors outnumber its classes), and the blank (class 0) the argmax of
+    at least ``BLANK_SHARE`` of the steps (text is mostly blanks between characters); else None."""
+    if values.ndim != 3 or values.dtype.kind != "f" or values.shape[2] < 3 or not np.isfinite(values).all():
+        return None
+    time_major = values.shape[1] == 1 and values.shape[0] > 1
+    steps = values.shape[0] if time_major else values.shape[1]
+    if steps < 4 or values.shape[2] < steps:  # an alphabet outnumbers the steps; anchors outnumber classes
+        return None
+    if float(np.mean(np.argmax(values, axis=-1) == 0)) < BLANK_SHARE:
+        return None
+    return "time-major" if time_major else "batch-major"
+
+
 def infer_specs(
     model: ir.Model,
     sample: Mapping[str, np.ndarray] | None = None,
@@ -255,7 +283,8 @@ def _forced(inferred: OutputSpec, forced: str, values: np.ndarray | None) -> Out
         axis = inferred.axis if inferred.kind in ("classes", "sequence", "map") else None
         if axis is None and values is not None:
             axis = 1 if kind == "map" and values.ndim >= 3 else values.ndim - 1
-        return OutputSpec(inferred.name, kind, reason, axis)
+        time_major = kind == "sequence" and (layout == "time-major" or inferred.layout == "time-major")
+        return OutputSpec(inferred.name, kind, reason, axis, "time-major" if time_major else None)
     if kind == "embedding":
         return OutputSpec(inferred.name, kind, reason, layout=inferred.layout or "vector",
                           mask_input=inferred.mask_input)  # fmt: skip
@@ -320,6 +349,13 @@ def _infer_one(model: ir.Model, output: ir.Value, values: np.ndarray | None) -> 
             "masked mean-pooled sentence vector"
         )
         return OutputSpec(name, "embedding", reason, layout="pooled", mask_input=mask)
+    if rank == 3 and values is not None and (ctc := _ctc_layout(values)) is not None:
+        shape_text = "[T, 1, C] (time-major)" if ctc == "time-major" else "[N, T, C]"
+        reason = (
+            f"rank-3 logits {shape_text} whose per-step argmax is the blank (class 0) on at least "
+            f"{BLANK_SHARE:.0%} of the steps: read as a CTC sequence"
+        )
+        return OutputSpec(name, "sequence", reason, 2, ctc if ctc == "time-major" else None)
     if rank == 2 and (_l2_normalised(output) or op in ("ReduceMean", "GlobalAveragePool")):
         return OutputSpec(name, "embedding", f"a {'normalised' if op != 'ReduceMean' else 'pooled'} vector",
                           layout="vector")  # fmt: skip

@@ -254,6 +254,8 @@ class Sequence:
         self.same = self.samples = self.step_agree = self.steps = 0
 
     def update(self, ref: np.ndarray, cand: np.ndarray, feed: Mapping) -> None:
+        if self.spec.layout == "time-major" and ref.ndim == 3:  # [T, N, C]: one sequence per column
+            ref, cand = ref.transpose(1, 0, 2), cand.transpose(1, 0, 2)
         for r, c in zip(ref, cand, strict=True):
             self.same += ctc_greedy(r) == ctc_greedy(c)
             self.samples += 1
