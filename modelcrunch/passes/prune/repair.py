@@ -1,4 +1,4 @@
-"""Repair after structured pruning: layer-wise least-squares refit of the consumer layers.
+"""Repair after structured pruning: sequential least-squares refit of the consumer layers.
 
 For every consumer layer ``L`` of a pruned group (Conv with group=1, Gemm, MatMul with a constant
 matrix), in topological order, with ``X'`` its input in the *pruned* model (after the refits of the
@@ -7,13 +7,16 @@ layers before it) and ``Y`` its output in the *original* model on the same calib
 
     [W'; b'] = argmin ||[X' 1] [W'; b'] - Y||^2 + lambda ||W'||^2,   lambda = ridge * mean(diag(X'^T X'))
 
+With ``block`` (``--repair-target block``), a layer that feeds a residual ``Add`` is fit to that
+Add's output in the original less the pruned model's skip input instead (``_Target``).
+
 Convs use im2col rows (one per output pixel, ``Cin*kh*kw`` columns; at most ``LAYER_ROWS`` of them
 per layer, evenly spread). Only ``X'^T X'``, ``X'^T Y`` and ``Y^T Y`` are accumulated, batch by
 batch, so memory is bounded by one batch and one ``(Cin*k*k+1)^2`` matrix per layer of a pass
-(``PASS_BYTES`` bounds both). Layers are refit one
-pass over the data each while the time budget allows; a tight budget refits a few at a time
-(``repair``). The intercept becomes the layer's bias (one is added when the layer has
-none; MatMul gets no intercept). The relative error before/after comes from the same statistics.
+(``PASS_BYTES`` bounds both). Each layer gets its own pass over the data while the time budget
+allows; a tight budget refits a few layers per pass, and those do not see each other's refits
+(``repair``). The intercept becomes the layer's bias (one is added when the layer has none; MatMul
+gets no intercept). The relative error before/after comes from the same statistics.
 
 Limits: 2-D Conv only (1-D/3-D, ``auto_pad`` other than NOTSET and grouped consumers are left as
 they are); Gemm with transA or alpha/beta != 1 is left as is.
