@@ -50,10 +50,9 @@ def run_ratio(ratio: float, budget: int, out_dir: Path) -> dict:
         row["error"] = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         return row
     distill = doc.get("distill") or {}
-    latency = doc.get("latency") or {}
-    ratios = latency.get("ratios") or []
+    models = (doc.get("latency") or {}).get("models") or []
     row.update(
-        latency_ratio=ratios[1].get("latency") if len(ratios) > 1 else None,
+        latency_ratio=(models[1].get("ratios") or {}).get("latency") if len(models) > 1 else None,
         f1_repair=_worst(distill.get("verdict_before")),
         f1_distill=_worst(distill.get("verdict_after")),
         distill_kept=distill.get("kept"),
