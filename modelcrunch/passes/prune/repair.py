@@ -116,7 +116,11 @@ FIRST_PASSES = 3
 PASS_BYTES = 512 * 2**20
 
 
-def _kept_outputs(node: ir.Node, decisions: Sequence[GroupDecision], n_out_original: int) -> np.ndarray:
+def _kept_outputs(
+    node: ir.Node, decisions: Sequence[GroupDecision], n_original: int, kind: str = "weight_out"
+) -> np.ndarray:
+    """The original indices of ``node``'s output channels it keeps (``kind="weight_in"``: of its
+    input channels)."""
     removed: list[np.ndarray] = []
     for d in decisions:
         if d.kept is None:
@@ -125,9 +129,9 @@ def _kept_outputs(node: ir.Node, decisions: Sequence[GroupDecision], n_out_origi
         removed += [
             expand_indices(pruned, p.offset, p.block)
             for p in d.group.params
-            if p.node == node.name and p.kind == "weight_out"
+            if p.node == node.name and p.kind == kind
         ]
-    return np.setdiff1d(np.arange(n_out_original), np.concatenate(removed) if removed else [])
+    return np.setdiff1d(np.arange(n_original), np.concatenate(removed) if removed else [])
 
 
 def _write(graph: ir.Graph, node: ir.Node, coef: np.ndarray, intercept: bool) -> None:
@@ -202,6 +206,13 @@ class _Target:
     xty: np.ndarray | None = None
     yty: float = 0.0
     mismatch: bool = False
+    keep_in: np.ndarray | None = None  # the original indices of the input channels it keeps (if known)
+    upstream: frozenset[str] = frozenset()  # the names of the targets its input depends on
+
+    def original_input(self, x: np.ndarray) -> np.ndarray:
+        """The original model's input of the layer, cut to the channels the pruned layer reads."""
+        axis = 1 if self.node.op_type == "Conv" else x.ndim - 1
+        return np.take(x, self.keep_in, axis=axis)
 
     def stat_bytes(self) -> int:
         """Bytes of the statistics (float64 ``X^T X`` and ``X^T Y``)."""
@@ -287,11 +298,34 @@ def _targets(
             continue
         keep_out = _kept_outputs(node, decisions, _out_features(source))
         target = _Target(node, keep_out, node.op_type != "MatMul", node.outputs[0].name)
+        keep_in = _kept_outputs(node, decisions, _in_features(source), "weight_in")
+        # the original's input maps onto the pruned layer's only where the kept channels are known
+        target.keep_in = keep_in if len(keep_in) == _in_features(node) else None
         found = _residual(node, original_values) if block else None
         if found is not None:
             target.y, target.skip, target.offset, target.block = found
         targets.append(target)
+    _link(pruned, targets)
     return targets
+
+
+def _link(model: ir.Model, targets: list[_Target]) -> None:
+    """Set each target's ``upstream``: the targets its input depends on (main graph)."""
+    names = {t.node.name for t in targets}
+    above: dict[str, frozenset[str]] = {}  # value name -> the targets it depends on
+    for node in model.graph:  # topological order
+        deps: set[str] = set()
+        for value in node.inputs:
+            if value is not None:
+                deps |= above.get(value.name, frozenset())
+        for t in targets:
+            if t.node is node:
+                t.upstream = frozenset(deps)
+        if node.name in names:
+            deps.add(node.name)
+        frozen = frozenset(deps)
+        for value in node.outputs:
+            above[value.name] = frozen
 
 
 def _pass_cost(
@@ -374,10 +408,24 @@ def repair(
         wave = targets[start : start + size]
         held = np.cumsum([t.stat_bytes() for t in wave])
         wave = wave[: max(1, int(np.searchsorted(held, PASS_BYTES, side="right")))]
+        for index, t in enumerate(wave[1:], 1):  # one that depends on the pass and cannot read the
+            if t.keep_in is None and t.upstream & {u.node.name for u in wave[:index]}:  # original's
+                wave = wave[:index]  # input waits for the next pass
+                break
         started, fitting = time.perf_counter(), 0.0
-        skips = [t.skip for t in wave if t.skip]
-        x_names = list(dict.fromkeys([t.node.inputs[0].name for t in wave] + skips))
-        y_names = list(dict.fromkeys(t.y for t in wave))
+        # a layer whose input depends on a layer of the same pass would be fit to inputs that
+        # layer's refit is about to change: it reads the original's input instead (cut to the
+        # channels it keeps), which the refit layers before it approximate
+        in_pass = {t.node.name for t in wave}
+        stale = {t.node.name for t in wave if t.upstream & in_pass}
+        x_names, y_names = [], []
+        for t in wave:
+            if t.node.name in stale:  # the original's input, and its own output (no block target)
+                y_names += [t.node.inputs[0].name, t.node.outputs[0].name]
+            else:
+                x_names += [t.node.inputs[0].name, *([t.skip] if t.skip else [])]
+                y_names.append(t.y)
+        x_names, y_names = list(dict.fromkeys(x_names)), list(dict.fromkeys(y_names))
         for xs, ys in zip(
             iter_activations(pruned, x_names, feeds, types),
             iter_activations(reference, y_names, feeds, types),
@@ -385,9 +433,12 @@ def repair(
         ):
             tick = time.perf_counter()
             for t in wave:
-                x, y = xs[t.node.inputs[0].name], ys[t.y]
+                if t.node.name in stale:
+                    x, y, skip = t.original_input(ys[t.node.inputs[0].name]), ys[t.node.outputs[0].name], None
+                else:
+                    x, y, skip = xs[t.node.inputs[0].name], ys[t.y], xs[t.skip] if t.skip else None
                 layer_bytes = max(layer_bytes, x.nbytes + y.nbytes)
-                t.add(x, y, xs[t.skip] if t.skip else None, most)
+                t.add(x, y, skip, most)
             fitting += time.perf_counter() - tick
         done.extend(r for r in (t.refit(pruned.graph, ridge) for t in wave) if r is not None)
         start, passes = start + len(wave), passes + 1
@@ -399,7 +450,8 @@ def repair(
         read = f"{samples} of {total} calibration samples, evenly spread" if samples < total else "all"
         notes.append(
             f"repair refit {layers} layers in {passes} passes over the data ({read}; "
-            f"a {seconds:.0f} s budget; layers that share a pass are refit together)"
+            f"a {seconds:.0f} s budget; layers that share a pass are refit together, each on the "
+            "original's input where its own depends on another of the pass)"
         )
     return done
 
