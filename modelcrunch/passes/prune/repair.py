@@ -466,8 +466,11 @@ def _out_features(node: ir.Node) -> int:
 
 
 def _in_features(node: ir.Node) -> int:
+    """Input channels (Conv, group 1) or features (Gemm, MatMul) of a repairable layer."""
     w = node.inputs[1].const_value.shape
-    return w[1] if node.op_type == "Gemm" and attr_value(node, "transB", 0) else w[0]
+    if node.op_type == "Conv" or (node.op_type == "Gemm" and attr_value(node, "transB", 0)):
+        return w[1]
+    return w[0]
 
 
 def _current_coef(node: ir.Node, intercept: bool) -> np.ndarray:
