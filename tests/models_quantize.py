@@ -9,8 +9,8 @@ from onnx import TensorProto, helper, numpy_helper
 RNG = np.random.default_rng(42)
 
 
-def _w(*shape: int, scale: float = 0.2, rng: np.random.Generator | None = None) -> np.ndarray:
-    return ((rng or RNG).standard_normal(shape) * scale).astype(np.float32)
+def _w(*shape: int, scale: float = 0.2) -> np.ndarray:
+    return (RNG.standard_normal(shape) * scale).astype(np.float32)
 
 
 def _model(nodes, inputs, outputs, inits, opset: int) -> onnx.ModelProto:
@@ -52,13 +52,8 @@ def cnn_proto(*, opset: int = 17) -> onnx.ModelProto:
 
 
 def matmul_proto(*, opset: int = 17) -> onnx.ModelProto:
-    """input[batch,64] → MatMul 64x64 → Relu → MatMul 64x64 + bias → Relu → MatMul 64x10 → logits.
-
-    Its own generator: the same weights whichever tests ran first (with the shared one, int4's
-    verdict on it depended on the order the tests ran in)."""
-    rng = np.random.default_rng(2)
-    inits = {"w1": _w(64, 64, rng=rng), "w2": _w(64, 64, rng=rng), "b2": _w(64, rng=rng)}
-    inits["w3"] = _w(64, 10, rng=rng)
+    """input[batch,64] → MatMul 64x64 → Relu → MatMul 64x64 + bias → Relu → MatMul 64x10 → logits."""
+    inits = {"w1": _w(64, 64), "w2": _w(64, 64), "b2": _w(64), "w3": _w(64, 10)}
     nodes = [
         helper.make_node("MatMul", ["input", "w1"], ["h1"], name="mm1"),
         helper.make_node("Relu", ["h1"], ["r1"], name="relu1"),
