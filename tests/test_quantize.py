@@ -262,7 +262,10 @@ def test_weight_only_raises_opset_properly_for_4_bit_gather(tmp_path):
 def test_weight_only_int4(mm, tmp_path):
     src, calib = mm
     out = tmp_path / "q.onnx"
-    report = quantize_model(src, out, QuantizeOptions(mode=Mode.WEIGHT_ONLY, **FAST), calibration=calib)
+    # written whatever the judge's verdict (keep_best): the random MLP's weights depend on the order
+    # the tests draw them in, and int4 sits near the generic 0.99 channel-group target on some draws
+    options = QuantizeOptions(mode=Mode.WEIGHT_ONLY, keep_best=True, **FAST)
+    report = quantize_model(src, out, options, calibration=calib)
     check(src, out, FEED_MM, min_cosine=0.98)
     assert ops(out)["MatMulNBits"] >= 2
     assert report.mode == "weight-only"
