@@ -96,7 +96,9 @@ REPAIR_TARGETS = ("block", "layer")
 
 def _check_modes(config: PruneConfig) -> None:
     if config.repair_target not in REPAIR_TARGETS:
-        raise ModelcrunchError(f"--repair-target {config.repair_target}: choose block or layer")
+        raise ModelcrunchError(
+            f"--repair-target {config.repair_target}: choose {' or '.join(REPAIR_TARGETS)}"
+        )
     modes = [
         config.structured is not None,
         config.sparsity is not None or config.threshold is not None,

@@ -116,7 +116,7 @@ FIRST_PASSES = 3
 PASS_BYTES = 512 * 2**20
 
 
-def _kept_outputs(
+def _kept_channels(
     node: ir.Node, decisions: Sequence[GroupDecision], n_original: int, kind: str = "weight_out"
 ) -> np.ndarray:
     """The original indices of ``node``'s output channels it keeps (``kind="weight_in"``: of its
@@ -296,9 +296,9 @@ def _targets(
         if why is not None or source is None:
             logger.info("not repairing %s: %s", node.name, why or "output not found in the original")
             continue
-        keep_out = _kept_outputs(node, decisions, _out_features(source))
+        keep_out = _kept_channels(node, decisions, _out_features(source))
         target = _Target(node, keep_out, node.op_type != "MatMul", node.outputs[0].name)
-        keep_in = _kept_outputs(node, decisions, _in_features(source), "weight_in")
+        keep_in = _kept_channels(node, decisions, _in_features(source), "weight_in")
         # the original's input maps onto the pruned layer's only where the kept channels are known
         target.keep_in = keep_in if len(keep_in) == _in_features(node) else None
         found = _residual(node, original_values) if block else None

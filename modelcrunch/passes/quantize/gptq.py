@@ -104,10 +104,19 @@ def _accumulate(
 
 
 def layer_hessians(
-    model: ir.Model, feeds: Sequence[dict[str, np.ndarray]], *, threads: int | None = None
+    model: ir.Model,
+    feeds: Sequence[dict[str, np.ndarray]],
+    *,
+    threads: int | None = None,
+    kinds: frozenset[str] | None = None,
 ) -> dict[str, tuple[_Layer, np.ndarray]]:
-    """weight name → (layer, ``Σ x xᵀ``) for every layer GPTQ handles, on the float ``model``."""
-    layers = [layer for node in model.graph if (layer := _layer(node)) is not None]
+    """weight name → (layer, ``Σ x xᵀ``) for every layer GPTQ handles (of ``kinds`` only, when
+    given), on the float ``model``."""
+    layers = [
+        layer
+        for node in model.graph
+        if (layer := _layer(node)) is not None and (kinds is None or layer.kind in kinds)
+    ]
     if not layers or not feeds:
         return {}
     rng = np.random.default_rng(0)
@@ -225,8 +234,8 @@ def matmul_hessians(
     """The float MatMuls' output name → (weights ``[K, N]``, ``H``): what ``weight_only.apply_gptq``
     re-rounds MatMulNBits weights with."""
     found = {}
-    for name, (layer, hessian) in layer_hessians(model, feeds, threads=threads).items():
-        if layer.kind == "matmul":
-            weights = model.graph.initializers[name].const_value.numpy()
-            found[layer.node.outputs[0].name] = (weights, hessian)
+    matmuls = layer_hessians(model, feeds, threads=threads, kinds=frozenset({"matmul"}))
+    for name, (layer, hessian) in matmuls.items():  # Conv Hessians would be measured for nothing
+        weights = model.graph.initializers[name].const_value.numpy()
+        found[layer.node.outputs[0].name] = (weights, hessian)
     return found

@@ -131,7 +131,7 @@ def apply_gptq(model: onnx.ModelProto, hessians: Mapping[str, tuple[np.ndarray, 
     count = 0
     for node in model.graph.node:
         found = hessians.get(node.output[0]) if node.op_type == "MatMulNBits" else None
-        if found is None or len(node.input) > 3 and node.input[3]:  # zero points: asymmetric
+        if found is None or (len(node.input) > 3 and node.input[3]):  # zero points: asymmetric
             continue
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         packed, scales = inits.get(node.input[1]), inits.get(node.input[2])
