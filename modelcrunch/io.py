@@ -262,7 +262,63 @@ def load_model(path: str | os.PathLike, *, canonical: bool = True) -> ir.Model:
         # folder (a session's model, a capture, the reference) is then complete by itself.
         # Larger models stay memory-mapped (no single protobuf could hold them anyway).
         ir.external_data.load_to_model(model)
-    return canonicalize(model) if canonical else model
+    model = canonicalize(model) if canonical else model
+    model.meta[ANNOTATED] = frozenset(_value_info_names(proto.graph))
+    return model
+
+
+def _value_info_names(graph: onnx.GraphProto) -> Iterator[str]:
+    for info in graph.value_info:
+        yield info.name
+    for node in graph.node:
+        for attr in node.attribute:
+            for sub in (attr.g, *attr.graphs) if attr.HasField("g") else attr.graphs:
+                yield from _value_info_names(sub)
+
+
+#: ``model.meta`` key: the names of the intermediate values the loaded file annotated (value_info).
+#: A write keeps those and drops the shapes and types the passes attached on the way: a 0.2 MB
+#: model's inferred value_info alone made its factorized copy 14 % larger than the original.
+ANNOTATED = "modelcrunch.annotated"
+
+
+def _intermediates(model: ir.Model) -> Iterator[ir.Value]:
+    """Node outputs and initializers, graph inputs and outputs aside (onnx-ir writes value_info for
+    every initializer that carries a type)."""
+    ends = {id(v) for graph in model.graphs() for v in (*graph.inputs, *graph.outputs)}
+    for graph in model.graphs():
+        for value in graph.initializers.values():
+            if id(value) not in ends:
+                yield value
+        for node in graph:
+            for value in node.outputs:
+                if id(value) not in ends:
+                    yield value
+
+
+def _annotated(value: ir.Value) -> bool:
+    return value.shape is not None or value.type is not None
+
+
+@contextlib.contextmanager
+def _as_annotated_on_load(model: ir.Model) -> Iterator[None]:
+    """Within the block, the intermediate values that the loaded file did not annotate carry no
+    shape or type (they are restored after): what the write adds is the passes' work, not
+    value_info. Models not loaded by :func:`load_model` are written as they are."""
+    kept = model.meta.get(ANNOTATED)
+    cleared: list[tuple[ir.Value, ir.TypeProtocol | None, ir.Shape | None]] = []
+    if kept is not None:
+        for value in _intermediates(model):
+            if value.name not in kept and _annotated(value):
+                cleared.append((value, value.type, value.shape))
+                value.shape = None
+                value.type = None
+    try:
+        yield
+    finally:
+        for value, type_, shape in cleared:
+            value.type = type_
+            value.shape = shape
 
 
 # --------------------------------------------------------------------------------------------
@@ -429,7 +485,8 @@ def stage_model(
             # Weights still memory-mapped from the source's external data must be inlined.
             ir.external_data.load_to_model(model)
         try:
-            ir.save(model, staged.path, external_data=data_name)
+            with _as_annotated_on_load(model):
+                ir.save(model, staged.path, external_data=data_name)
         except OSError as exc:
             raise _os_error(dest, exc) from exc
         except (ValueError, TypeError) as exc:

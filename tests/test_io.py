@@ -225,3 +225,22 @@ def test_unwritable_output_is_one_line(tmp_path):
         mio.save_model(mio.load_model(path), tmp_path / "file" / "out.onnx", source=path)
     with pytest.raises(ModelcrunchError, match="cannot write"):
         mio.save_model(mio.load_model(path), tmp_path / ("n" * 300 + ".onnx"), source=path)
+
+
+def test_writes_keep_the_inputs_value_info_and_add_none(tmp_path):
+    """Shapes the passes attach on the way are not written: value_info made a 0.2 MB model's
+    factorized copy 14 % larger than the original. What the file annotated stays annotated."""
+    proto = mlp_proto()
+    proto.graph.value_info.append(onnx.helper.make_tensor_value_info("h", onnx.TensorProto.FLOAT, [3, 32]))
+    path = save_proto(proto, tmp_path / "in.onnx")
+    model = mio.load_model(path)
+    for node in model.graph:  # what shape inference inside a pass leaves behind
+        for value in node.outputs:
+            if value.name in ("h", "r"):
+                value.dtype = ir.DataType.FLOAT
+                value.shape = ir.Shape(["N", 32])
+    written = onnx.load(str(mio.save_model(model, tmp_path / "out.onnx", source=path).path))
+    assert [v.name for v in written.graph.value_info] == ["h"]
+    assert written.graph.value_info[0].type.tensor_type.shape.dim[0].dim_param == "N"  # the pass's shape
+    assert model.graph.node(1).outputs[0].shape == ir.Shape(["N", 32])  # restored in memory
+    assert_close_on_ort(path, tmp_path / "out.onnx", {"input": X}, rtol=0, atol=0)
