@@ -114,3 +114,53 @@ def kinds_proto() -> onnx.ModelProto:
 
 def yolo_images(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).random((n, 3, 8, 8)).astype(np.float32)
+
+
+def head_proto(outputs: dict[str, tuple], shift: str | None = None) -> onnx.ModelProto:
+    """A model whose outputs are its inputs (``<name>_in``) as they are, beside an unused ``image``
+    [1, 3, 64, 64] input (the judge reads the image size from the feed); ``shift``: the one output
+    that gets 4 added (a candidate that moved one output)."""
+    nodes = [
+        helper.make_node("Add" if name == shift else "Identity",
+                         [f"{name}_in", "four"] if name == shift else [f"{name}_in"], [name])
+        for name in outputs
+    ]  # fmt: skip
+    inputs = [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 64, 64])] + [
+        helper.make_tensor_value_info(f"{name}_in", TensorProto.FLOAT, list(shape))
+        for name, shape in outputs.items()
+    ]
+    ends = [
+        helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape)) for name, shape in outputs.items()
+    ]
+    four = numpy_helper.from_array(np.array(4.0, np.float32), "four")
+    graph = helper.make_graph(nodes, "g", inputs, ends, [four])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def gfl_feed() -> dict[str, np.ndarray]:
+    """Two GFL levels over a 64 x 64 image (stride 8: 64 points, stride 16: 16), 3 classes, 8 bins
+    per side: one object per level, the rest background."""
+    rng = np.random.default_rng(3)
+    feed = {"image": np.zeros((1, 3, 64, 64), np.float32)}
+    for level, (anchors, point, cls) in enumerate([(64, 27, 1), (16, 5, 2)]):
+        scores = rng.uniform(0, 0.1, (1, anchors, 3)).astype(np.float32)
+        scores[0, point, cls] = 0.9
+        boxes = rng.standard_normal((1, anchors, 32)).astype(np.float32)
+        boxes[0, point] = np.tile(8.0 * np.eye(8)[2], 4)  # 2 bins (x stride) on every side
+        feed[f"s{level}_in"], feed[f"b{level}_in"] = scores, boxes
+    return feed
+
+
+def seg_feed(coefficients: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """A YOLO-seg head over a 64 x 64 image: [1, 4 + 1 + 8, 64] rows (one object at (32, 32), 32 x 32)
+    and [1, 8, 16, 16] prototypes."""
+    rng = np.random.default_rng(4)
+    det = np.zeros((1, 13, 64), np.float32)
+    det[0, :4] = [[32.0], [32.0], [32.0], [32.0]]
+    det[0, 4] = rng.uniform(0, 0.1, 64)
+    det[0, 4, 10] = 0.9
+    det[0, 5:] = rng.standard_normal((8, 64))
+    if coefficients is not None:
+        det[0, 5:, 10] = coefficients
+    protos = rng.standard_normal((1, 8, 16, 16)).astype(np.float32)
+    return {"image": np.zeros((1, 3, 64, 64), np.float32), "det_in": det, "proto_in": protos}

@@ -325,10 +325,33 @@ def test_loss_kinds_inferred_from_outputs(tmp_path):
     mlp = load_model(SAMPLES / "mlp.onnx")
     logits = rng.standard_normal((4, 10)).astype(np.float32)
     assert infer_loss_specs(mlp, {"logits": logits})["logits"].kind == "classes"
-    unit = logits / np.linalg.norm(logits, axis=1, keepdims=True)
-    from modelcrunch.distill.losses import _local_kind  # the fallback when the judge's semantics is absent
 
-    assert _local_kind(unit, "Div")[0] == "embedding"
+
+def test_multi_output_detection_heads_get_a_loss_per_part(tmp_path):
+    from models_judge import gfl_feed, head_proto, seg_feed
+
+    from modelcrunch.distill.losses import infer_loss_specs, output_loss
+
+    gfl = load_model(save_proto(head_proto({"s0": (1, 64, 3), "b0": (1, 64, 32), "s1": (1, 16, 3),
+                                            "b1": (1, 16, 32)}), tmp_path / "gfl.onnx"))  # fmt: skip
+    feed = gfl_feed()
+    sample = {name: feed[f"{name}_in"] for name in ("s0", "b0", "s1", "b1")}
+    specs = infer_loss_specs(gfl, sample)
+    assert [specs[n].part for n in ("s0", "b0", "s1", "b1")] == ["scores", "boxes", "scores", "boxes"]
+    seg = load_model(
+        save_proto(head_proto({"det": (1, 13, 64), "proto": (1, 8, 16, 16)}), tmp_path / "seg.onnx")
+    )
+    feed = seg_feed()
+    seg_specs = infer_loss_specs(seg, {"det": feed["det_in"], "proto": feed["proto_in"]})
+    assert (seg_specs["det"].masks, seg_specs["det"].part, seg_specs["proto"].part) == (8, None, "protos")
+    sample |= {"det": feed["det_in"], "proto": feed["proto_in"]}
+    for name, spec in {**specs, **seg_specs}.items():
+        t = torch.from_numpy(sample[name])
+        assert float(output_loss(spec, t, t, 2.0)) == pytest.approx(0.0, abs=1e-5), name
+        other = t.clone()
+        other[0, 10 if name == "det" else 5, 0] += 2.0  # one value of an anchor (a prototype) moves
+        other = other.clamp(0, 1) if spec.part == "scores" else other
+        assert float(output_loss(spec, other, t, 2.0)) > 1e-4, name
 
 
 def test_feature_matching_pulls_intermediate_values_that_keep_name_and_shape(tmp_path):

@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 from models import save_proto
-from models_judge import kinds_proto, yolo_images, yolo_proto
+from models_judge import gfl_feed, head_proto, kinds_proto, seg_feed, yolo_images, yolo_proto
 from models_quantize import stacked_data
 from onnx import numpy_helper
 
@@ -440,3 +440,59 @@ def test_ctc_logits_are_read_as_a_sequence_time_major_too(tmp_path):
     assert parse_kind_overrides(["y=sequence:time-major"], None) == {"y": "sequence:time-major"}
     with pytest.raises(ModelcrunchError, match="sequence:time-major"):
         parse_kind_overrides(["y=sequence:batch"], None)
+
+
+def test_a_gfl_head_is_judged_from_all_of_its_levels(tmp_path):
+    feed = gfl_feed()
+    shapes = {"s0": (1, 64, 3), "b0": (1, 64, 32), "s1": (1, 16, 3), "b1": (1, 16, 32)}
+    judge = Judge(save_proto(head_proto(shapes), tmp_path / "ref.onnx"), [feed])
+    assert judge.specs["s0"].head == ("s0", "b0", "s1", "b1")
+    assert {(s.kind, s.layout) for s in judge.specs.values()} == {("detection", "dfl")}
+    same = judge(save_proto(head_proto(shapes), tmp_path / "same.onnx"))
+    f1 = [f for f in same.figures if f.figure == "detection F1"]
+    assert len(f1) == 1 and f1[0].output == "s0" and f1[0].value == 1.0  # the head's first judges it
+    assert f1[0].details["reference_detections"] == 2
+    # level 1's box logits all move by 4: the softmax is unchanged, so is every box
+    assert judge(save_proto(head_proto(shapes, shift="b1"), tmp_path / "shifted.onnx")).passed
+    # the decoded box of level 0's object: its centre (3.5, 3.5) x 8 ± 2 bins x 8
+    from modelcrunch.runtime.task_metrics import decode_dfl, image_size
+
+    levels = [(feed["s0_in"], feed["b0_in"]), (feed["s1_in"], feed["b1_in"])]
+    found = decode_dfl(levels, image_size(feed))[0]
+    first = found.boxes[np.argmax(found.scores)]
+    assert first == pytest.approx([12.0, 12.0, 44.0, 44.0], abs=0.1)  # softmax(8 · one-hot): nearly peaked
+    # a candidate whose level-1 object reaches 7 bins out on every side, not 2: a different box
+    moved = dict(feed)
+    moved["b1_in"] = feed["b1_in"].copy()
+    moved["b1_in"][0, 5] = np.tile(8.0 * np.eye(8)[7], 4)
+    metric = Detection(judge.specs["s0"])
+    names = ["s0", "b0", "s1", "b1"]
+    ref = {n: feed[f"{n}_in"] for n in names}
+    cand = {n: moved[f"{n}_in"] for n in names}
+    metric.update(ref["s0"], cand["s0"], feed, (ref, cand))
+    assert metric.figures()[0][1] == pytest.approx(0.5)  # 1 of 2 matched
+
+
+def test_a_yolo_seg_head_is_judged_by_its_detections_and_their_masks(tmp_path):
+    feed = seg_feed()
+    shapes = {"det": (1, 13, 64), "proto": (1, 8, 16, 16)}
+    judge = Judge(save_proto(head_proto(shapes), tmp_path / "ref.onnx"), [feed])
+    spec = judge.specs["det"]
+    assert (spec.kind, spec.layout, spec.masks, spec.head) == ("detection", "yolov8", 8, ("det", "proto"))
+    assert judge.specs["proto"].kind == "detection" and not judge.specs["proto"].leads
+    figures = {
+        f.figure: f
+        for f in judge(save_proto(head_proto(shapes), tmp_path / "same.onnx")).figures
+        if f.output == "det"
+    }
+    assert figures["detection F1"].value == 1.0
+    assert figures["mask IoU (mean per detection)"].value == 1.0
+    assert figures["mask IoU (mean per detection)"].target == pytest.approx(0.985)
+    # the same detection, its mask coefficients negated: the box matches, the mask does not
+    ref = {"det": feed["det_in"], "proto": feed["proto_in"]}
+    other = seg_feed(-feed["det_in"][0, 5:, 10])
+    cand = {"det": other["det_in"], "proto": other["proto_in"]}
+    metric = Detection(spec)
+    metric.update(ref["det"], cand["det"], feed, (ref, cand))
+    f1, masks = metric.figures()
+    assert f1[1] == 1.0 and masks[1] < 0.2

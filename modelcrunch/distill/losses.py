@@ -29,6 +29,8 @@ import onnx_ir as ir
 import torch
 import torch.nn.functional as F
 
+from modelcrunch.runtime.semantics import DFL_LAYOUT, infer_specs
+
 
 @dataclass(frozen=True)
 class LossSpec:
@@ -37,6 +39,9 @@ class LossSpec:
     axis: int | None = None
     layout: str | None = None
     probabilities: bool = False  # classes: the output is already a softmax
+    masks: int = 0  # YOLO-seg: mask coefficients at the end of each detection row
+    #: a multi-output detection head's member: "scores" / "boxes" (GFL), "protos" (YOLO-seg)
+    part: str | None = None
 
 
 def _producer(value: ir.Value) -> str | None:
@@ -46,41 +51,21 @@ def _producer(value: ir.Value) -> str | None:
     return node.op_type if node is not None else None
 
 
-def _local_kind(values: np.ndarray, producer: str | None) -> tuple[str, int | None, str | None]:
-    if values.ndim == 3 and values.dtype.kind == "f":
-        for axis, layout in ((1, "yolov8"), (2, "yolov5")):
-            channels, anchors = values.shape[axis], values.shape[3 - axis]
-            if channels >= 6 and channels * 4 <= anchors:
-                moved = np.moveaxis(values, axis, -1).reshape(-1, channels)
-                if np.abs(moved[:, :4]).max() > 1.5 and moved[:, 4:].min() >= 0 and moved[:, 4:].max() <= 1:
-                    return "detection", axis, layout
-    if values.ndim >= 2 and values.shape[-1] > 1:
-        norms = np.linalg.norm(values.reshape(-1, values.shape[-1]), axis=-1)
-        if np.allclose(norms, 1.0, atol=1e-3):
-            return "embedding", None, "vector"
-    if producer in ("Softmax", "LogSoftmax") or (values.ndim == 2 and values.shape[-1] > 1):
-        return "classes", values.ndim - 1, None
-    return "generic", None, None
-
-
 def infer_loss_specs(model: ir.Model, sample: dict[str, np.ndarray]) -> dict[str, LossSpec]:
-    """One LossSpec per graph output, from the judge's semantics when available."""
-    try:
-        from modelcrunch.runtime.semantics import infer_specs
-    except ImportError:  # the judge's semantics not merged yet
-        infer_specs = None
+    """One LossSpec per graph output, from the judge's semantics."""
     specs: dict[str, LossSpec] = {}
-    judged = infer_specs(model, sample) if infer_specs is not None else {}
+    judged = infer_specs(model, sample)
     for output in model.graph.outputs:
         producer = _producer(output)
-        if output.name in judged:
-            s = judged[output.name]
-            kind, axis, layout = s.kind, s.axis, s.layout
-        else:
-            kind, axis, layout = _local_kind(sample[output.name], producer)
+        s = judged[output.name]
+        kind, axis, layout, masks, part = s.kind, s.axis, s.layout, s.masks, None
+        if s.head is not None and layout == DFL_LAYOUT:
+            part = ("scores", "boxes")[s.head.index(output.name) % 2]
+        elif s.head is not None and not s.leads:
+            part = "protos"
         if kind == "classes" and axis is None:
             axis = sample[output.name].ndim - 1
-        specs[output.name] = LossSpec(output.name, kind, axis, layout, producer == "Softmax")
+        specs[output.name] = LossSpec(output.name, kind, axis, layout, producer == "Softmax", masks, part)
     return specs
 
 
@@ -141,6 +126,30 @@ def _sequence_loss(spec: LossSpec, s: torch.Tensor, t: torch.Tensor, temperature
     return steps + (ctc(s) - baseline)
 
 
+def _detection_loss(spec: LossSpec, s: torch.Tensor, t: torch.Tensor, temperature: float) -> torch.Tensor:
+    """YOLO rows: box L1 weighted by the teacher's best score, score BCE (x10), YOLO-seg's mask
+    coefficients MSE weighted alike; a GFL head's members: score BCE (x10) and each side's bin
+    distribution KL; YOLO-seg's prototypes: MSE."""
+    if spec.part == "scores":
+        return 10.0 * _bce_excess(s, t)
+    if spec.part == "boxes":  # [N, A, 4 (R+1)]: a distribution over R+1 bins per side
+        bins = s.shape[-1] // 4
+        return _class_kl(s.reshape(*s.shape[:-1], 4, bins), t.reshape(*t.shape[:-1], 4, bins), -1, False,
+                         temperature)  # fmt: skip
+    if spec.part == "protos":
+        return _mse(s, t)
+    axis = spec.axis if spec.axis is not None else 1
+    s_m, t_m = torch.movedim(s, axis, -1), torch.movedim(t, axis, -1)
+    end = s_m.shape[-1] - spec.masks
+    weight = t_m[..., 4:end].amax(-1, keepdim=True) + 0.05
+    box = (weight * (s_m[..., :4] - t_m[..., :4]).abs()).mean() / (t_m[..., :4].abs().mean() + 1e-6)
+    loss = box + 10.0 * _bce_excess(s_m[..., 4:end], t_m[..., 4:end])
+    if spec.masks:
+        coefficients = (weight * (s_m[..., end:] - t_m[..., end:]) ** 2).mean()
+        loss = loss + coefficients / (t_m[..., end:].var(unbiased=False) + 1e-8)
+    return loss
+
+
 def output_loss(spec: LossSpec, s: torch.Tensor, t: torch.Tensor, temperature: float) -> torch.Tensor:
     s = s.float()
     t = t.float()
@@ -151,11 +160,7 @@ def output_loss(spec: LossSpec, s: torch.Tensor, t: torch.Tensor, temperature: f
     if spec.kind == "embedding":
         return (1 - F.cosine_similarity(s, t, dim=-1, eps=1e-8)).mean()
     if spec.kind == "detection":
-        axis = spec.axis if spec.axis is not None else 1
-        s_m, t_m = torch.movedim(s, axis, -1), torch.movedim(t, axis, -1)
-        weight = t_m[..., 4:].amax(-1, keepdim=True) + 0.05
-        box = (weight * (s_m[..., :4] - t_m[..., :4]).abs()).mean() / (t_m[..., :4].abs().mean() + 1e-6)
-        return box + 10.0 * _bce_excess(s_m[..., 4:], t_m[..., 4:])
+        return _detection_loss(spec, s, t, temperature)
     probabilities = float(t.min()) >= 0 and float(t.max()) <= 1
     if (
         spec.kind in ("map", "scalar")

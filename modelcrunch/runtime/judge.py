@@ -15,7 +15,7 @@ top-1 agreement         classes                          >= 0.99  (``--min-top1-
 string agreement        sequence                         >= 0.95  (``--min-string-agreement``)
 cosine (mean per sample) embedding                       >= 0.99  (``--min-cosine``)
 cosine (worst sample)   embedding                        >= 1 - 3 (1 - min cosine): 0.97
-mask IoU (mean)         map                              >= 0.985 (``--min-mask-iou``)
+mask IoU (mean)         map; YOLO-seg (per detection)    >= 0.985 (``--min-mask-iou``)
 mask IoU (worst sample) map                              >= min mask IoU - 0.085: 0.90
 decision agreement      scalar                           >= 0.99  (``--min-decision-agreement``)
 cosine (worst group)    generic (others: when given)     >= 0.99  (``--min-cosine``)
@@ -111,6 +111,7 @@ class Targets:
             "top-1 agreement": "min_top1",
             "string agreement": "min_strings",
             "mask IoU (mean per sample)": "min_mask_iou",
+            "mask IoU (mean per detection)": "min_mask_iou",
             "decision agreement": "min_decisions",
             "score closeness": "min_decisions",
         }.get(figure)
@@ -454,8 +455,12 @@ class Judge:
             refs = self._reference_outputs(index)
             cands = [np.asarray(o) for o in run_checked(session, feed, name="the candidate model")]
             cands = [cands[k] for k in order]
+            outputs = (
+                dict(zip(self.output_names, refs, strict=True)),
+                dict(zip(self.output_names, cands, strict=True)),
+            )
             for name, r, c in zip(self.output_names, refs, cands, strict=True):
-                metrics[name].update(r, c, feed)
+                metrics[name].update(r, c, feed, outputs)
                 stats[name].update(r, c)
             judged += self.counts[index]
             if self.labels is not None:

@@ -26,7 +26,7 @@ from modelcrunch.runtime.feeds import check_feed, index_limits, synthesize_feeds
 from modelcrunch.runtime.fidelity import Evaluation, evaluate
 from modelcrunch.runtime.gates import GateLimits, GateResult, check_gates, task_gates
 from modelcrunch.runtime.judge import Judge, Targets, Verdict, load_metric
-from modelcrunch.runtime.semantics import parse_kind_overrides
+from modelcrunch.runtime.semantics import figure_kinds, parse_kind_overrides
 from modelcrunch.runtime.session import make_session, resolve_provider
 
 logger = logging.getLogger(__name__)
@@ -310,7 +310,7 @@ def _judge(config: BenchConfig, dataset: Dataset | None, source: str) -> Judge |
         threads=config.threads,
         describe=source,
     )
-    kinds = {spec.kind for spec in judge.specs.values()}
+    kinds = figure_kinds(judge.specs)
     for key in config.task.given:
         kind, flag = TASK_KEYS[key]
         if kind not in kinds:

@@ -9,6 +9,11 @@ detection   rank 3, a small "channel" axis whose first 4 channels are box      d
             coordinates (values beyond [0, 1]) and the rest scores in [0, 1]   match at IoU 0.5:
             (YOLO v8 ``[N, 4+C, A]``; channels last ``[N, A, 5+C]`` is read    F1
             as YOLO v5 with objectness); or ``--output-kind NAME=detection``
+            YOLO-seg: the same plus ``M`` mask coefficients last, beside a     + mask IoU of the
+            ``[N, M, h, w]`` prototype output (judged together)                matched detections
+            GFL/PicoDet heads: per level a ``[N, A, C]`` score output in       decode all levels
+            [0, 1] and a ``[N, A, 4 (R+1)]`` box-distribution output, at
+            least 2 levels of falling anchor counts (judged together)
 classes     a Softmax/LogSoftmax (or ``Exp``/``Div``) over axis ``k`` of a     top-1 agreement
             rank-2 output; a rank-2 Gemm/MatMul output of <= 1001 columns      along that axis
             (logits)
@@ -45,6 +50,8 @@ from modelcrunch.errors import ModelcrunchError
 
 KINDS = ("detection", "classes", "sequence", "embedding", "map", "scalar", "generic")
 DETECTION_LAYOUTS = ("yolov8", "yolov5", "nms")
+#: The layout of every output of a GFL head (PicoDet, NanoDet): found from the data only.
+DFL_LAYOUT = "dfl"
 _PASS_THROUGH = frozenset({"Identity", "Cast", "Reshape", "Squeeze", "Unsqueeze", "Flatten"})
 _EMBEDDING_WORDS = ("embed", "pool", "sentence", "feature", "vector", "hidden_state", "last_hidden")
 _MASK_WORDS = ("attention_mask", "input_mask", "mask")
@@ -65,9 +72,25 @@ class OutputSpec:
     #: detection: yolov8 | yolov5 | nms; embedding: pooled | vector; sequence: time-major ([T, N, C])
     layout: str | None = None
     mask_input: str | None = None  # embedding token states: the attention-mask input to pool over
+    #: a head spread over several outputs, judged together by its first: YOLO-seg (detections,
+    #: prototypes); GFL (level 0's scores, level 0's box distributions, level 1's scores, ...)
+    head: tuple[str, ...] | None = None
+    masks: int = 0  # YOLO-seg: the mask coefficients at the end of each detection row
+
+    @property
+    def leads(self) -> bool:
+        """Whether this output's accumulator judges the head (it is its first, or it has none)."""
+        return self.head is None or self.head[0] == self.name
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def figure_kinds(specs: Mapping[str, OutputSpec]) -> set[str]:
+    """The kinds whose figures the outputs of ``specs`` give: their own, and ``map`` (mask IoU) for a
+    YOLO-seg head."""
+    kinds = {spec.kind for spec in specs.values()}
+    return kinds | {"map"} if any(spec.masks for spec in specs.values()) else kinds
 
 
 def parse_kind_overrides(
@@ -205,17 +228,18 @@ def _mask_input(model: ir.Model) -> str | None:
     return None
 
 
-def _detection_layout(values: np.ndarray) -> tuple[str, int] | None:
+def _detection_layout(values: np.ndarray, min_channels: int = 6) -> tuple[str, int] | None:
     """(layout, channel axis) when a rank-3 float output reads as YOLO boxes + scores, else None.
 
-    Channel axis: the small one of axes 1 and 2 (at least 6, and a quarter of the other at most).
+    Channel axis: the small one of axes 1 and 2 (at least ``min_channels``, and a quarter of the other
+    at most).
     Its first 4 channels must reach beyond [0, 1] (pixel coordinates) and the rest stay in [0, 1].
     """
     if values.ndim != 3 or values.dtype.kind != "f" or not values.size:
         return None
     for axis, layout in ((1, "yolov8"), (2, "yolov5")):
         channels, anchors = values.shape[axis], values.shape[3 - axis]
-        if channels < 6 or channels * 4 > anchors:
+        if channels < min_channels or channels * 4 > anchors:
             continue
         moved = np.moveaxis(values, axis, -1).reshape(-1, channels)
         boxes, scores = moved[:, :4], moved[:, 4:]
@@ -246,6 +270,94 @@ def _ctc_layout(values: np.ndarray) -> str | None:
     return "time-major" if time_major else "batch-major"
 
 
+def _probabilities(values: np.ndarray) -> bool:
+    return bool(values.size) and float(values.min()) >= 0.0 and float(values.max()) <= 1.0
+
+
+def _dfl_levels(sample: Mapping[str, np.ndarray]) -> list[tuple[str, str]] | None:
+    """(scores, box distributions) output names per level, finest first, when the outputs read as a
+    GFL head: per anchor count, one ``[N, A, C]`` output in [0, 1] and one ``[N, A, 4 (R+1)]``
+    output of unbounded values (DFL logits), at least 2 levels, each with fewer anchors than the
+    one before and the same C and R throughout."""
+    by_anchors: dict[int, list[str]] = {}
+    for name, values in sample.items():
+        if values.ndim == 3 and values.dtype.kind == "f" and values.size and np.isfinite(values).all():
+            by_anchors.setdefault(values.shape[1], []).append(name)
+    levels = []
+    for anchors, names in sorted(by_anchors.items(), reverse=True):
+        scores = [n for n in names if _probabilities(sample[n]) and sample[n].shape[2] <= MAX_CLASSES]
+        boxes = [
+            n for n in names
+            if n not in scores and sample[n].shape[2] % 4 == 0 and sample[n].shape[2] >= 8
+        ]  # fmt: skip
+        if len(scores) == 1 and len(boxes) == 1 and anchors > sample[scores[0]].shape[2]:
+            levels.append((scores[0], boxes[0]))
+    if len(levels) < 2:
+        return None
+    if len({sample[s].shape[2] for s, _ in levels}) != 1 or len({sample[b].shape[2] for _, b in levels}) != 1:
+        return None
+    return levels
+
+
+def _seg_head(sample: Mapping[str, np.ndarray]) -> tuple[str, str, int, str, int] | None:
+    """(detections, prototypes, mask coefficients, layout, channel axis) when one rank-3 output reads
+    as YOLO boxes + scores + M mask coefficients and one rank-4 output holds M prototype masks."""
+    protos = [
+        n for n, v in sample.items()
+        if v.ndim == 4 and v.dtype.kind == "f" and 8 <= v.shape[1] <= 64 and min(v.shape[2:]) >= 8
+    ]  # fmt: skip
+    if len(protos) != 1:
+        return None
+    masks = sample[protos[0]].shape[1]
+    for name, values in sample.items():
+        if values.ndim != 3 or values.dtype.kind != "f":
+            continue
+        for axis in (1, 2):
+            if values.shape[axis] - masks < 5:
+                continue
+            kept = np.take(values, np.arange(values.shape[axis] - masks), axis=axis)
+            found = _detection_layout(kept, min_channels=5)  # one class: the prototypes vouch for it
+            if found is not None and found[1] == axis:
+                return name, protos[0], masks, found[0], axis
+    return None
+
+
+def _heads(sample: Mapping[str, np.ndarray] | None) -> dict[str, OutputSpec]:
+    """The specs of the outputs that make up a multi-output detection head (module docstring)."""
+    if not sample:
+        return {}
+    specs: dict[str, OutputSpec] = {}
+    seg = _seg_head(sample)
+    if seg is not None:
+        name, proto, masks, layout, axis = seg
+        classes = sample[name].shape[axis] - 4 - masks - (layout == "yolov5")
+        reason = (
+            f"YOLO-seg: 4 box coordinates, {classes} scores and {masks} mask coefficients on axis {axis}, "
+            f"with the prototype masks of '{proto}' (read as {layout}; judged with them)"
+        )
+        head = (name, proto)
+        specs[name] = OutputSpec(name, "detection", reason, axis, layout, head=head, masks=masks)
+        specs[proto] = OutputSpec(
+            proto, "detection", f"the prototype masks of the YOLO-seg head '{name}' (judged with it)",
+            1, layout, head=head, masks=masks,
+        )  # fmt: skip
+    levels = _dfl_levels({k: v for k, v in sample.items() if k not in specs})
+    if levels is not None:
+        head = tuple(n for level in levels for n in level)
+        classes = sample[levels[0][0]].shape[2]
+        bins = sample[levels[0][1]].shape[2] // 4
+        for index, (scores, boxes) in enumerate(levels):
+            where = f"level {index} of {len(levels)} of a GFL (PicoDet-style) head, {classes} classes"
+            specs[scores] = OutputSpec(
+                scores, "detection", f"{where}: class scores", 2, DFL_LAYOUT, head=head
+            )
+            specs[boxes] = OutputSpec(
+                boxes, "detection", f"{where}: box distributions over {bins} bins per side", 2, DFL_LAYOUT,
+                head=head,
+            )  # fmt: skip
+    return specs
+
+
 def infer_specs(
     model: ir.Model,
     sample: Mapping[str, np.ndarray] | None = None,
@@ -262,10 +374,13 @@ def infer_specs(
         names = ", ".join(o.name for o in model.graph.outputs)
         raise ModelcrunchError(f"--output-kind: the model has no output '{unknown[0]}' (outputs: {names})")
     specs = {}
+    heads = _heads(sample)
+    if any(name in overrides for name in heads) or "*" in overrides:  # the user decides these outputs
+        heads = {}
     for output in model.graph.outputs:
         values = None if sample is None else sample.get(output.name)
         forced = overrides.get(output.name, overrides.get("*"))
-        spec = _infer_one(model, output, values)
+        spec = heads.get(output.name) or _infer_one(model, output, values)
         if forced is not None:
             spec = _forced(spec, forced, values)
         specs[output.name] = spec

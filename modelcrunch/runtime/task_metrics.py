@@ -9,7 +9,11 @@ One accumulator per output kind (``semantics.py``); ``update(ref, cand, feed)`` 
   kept at score >= 0.25, class-wise NMS at IoU 0.45, at most 300. The candidate's detections are
   matched greedily (best score first) to the reference's of the same class at IoU >= 0.5.
   ``F1 = 2 TP / (n_ref + n_cand)`` over all samples (1 when neither finds anything); the mean IoU
-  of the matched pairs is a detail.
+  of the matched pairs is a detail. A GFL head (PicoDet) is decoded from all of its levels: each
+  anchor point's box is its centre ± the expected bin of each side's distribution × the level's
+  stride (the stride whose grid over the input image has the level's anchor count). A YOLO-seg
+  head adds the **mask IoU of the matched detections** (``sigmoid(coefficients · prototypes) >
+  0.5`` inside the box, on the prototypes' grid), mean over the matched pairs.
 * **classes**: top-1 agreement of the argmax along the class axis (top-5: the reference's top-1
   among the candidate's five best, a detail).
 * **sequence**: greedy CTC decoding (argmax per step, repeats merged, blank 0 dropped); the share
@@ -33,10 +37,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import numpy as np
 
-from modelcrunch.runtime.semantics import OutputSpec
+from modelcrunch.runtime.semantics import DFL_LAYOUT, OutputSpec
 
 CONFIDENCE = 0.25
 NMS_IOU = 0.45
@@ -140,10 +145,25 @@ def _nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray) -> np.ndarr
     return np.asarray(keep, dtype=np.int64)
 
 
-def decode_detections(
-    values: np.ndarray, spec: OutputSpec
-) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Per sample: (boxes ``[k, 4]`` as corners, scores ``[k]``, classes ``[k]``) after NMS."""
+class Found(NamedTuple):
+    """One sample's detections after NMS."""
+
+    boxes: np.ndarray  # [k, 4] corners x1, y1, x2, y2
+    scores: np.ndarray  # [k]
+    classes: np.ndarray  # [k]
+    coefficients: np.ndarray | None = None  # YOLO-seg: [k, M] mask coefficients
+
+
+def _kept(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, extra: np.ndarray | None) -> Found:
+    keep = scores >= CONFIDENCE
+    boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
+    extra = None if extra is None else extra[keep]
+    kept = _nms(boxes, scores, classes)
+    return Found(boxes[kept], scores[kept], classes[kept], None if extra is None else extra[kept])
+
+
+def decode_detections(values: np.ndarray, spec: OutputSpec) -> list[Found]:
+    """Per sample: the detections of a YOLO or NMS output after NMS (module docstring)."""
     out = []
     axis = spec.axis if spec.axis is not None else 1
     for sample in values.astype(np.float64, copy=False):
@@ -151,56 +171,154 @@ def decode_detections(
         if spec.layout == "nms":
             boxes, scores, classes = rows[:, :4], rows[:, 4], rows[:, 5].astype(np.int64)
             keep = scores >= CONFIDENCE
-            out.append((boxes[keep], scores[keep], classes[keep]))
+            out.append(Found(boxes[keep], scores[keep], classes[keep]))
             continue
+        end = rows.shape[1] - spec.masks
         if spec.layout == "yolov5":
-            class_scores = rows[:, 5:] * rows[:, 4:5] if rows.shape[1] > 5 else rows[:, 4:5]
+            class_scores = rows[:, 5:end] * rows[:, 4:5] if end > 5 else rows[:, 4:5]
         else:
-            class_scores = rows[:, 4:]
+            class_scores = rows[:, 4:end]
         classes = np.argmax(class_scores, axis=1)
         scores = class_scores[np.arange(rows.shape[0]), classes]
-        keep = scores >= CONFIDENCE
-        cx, cy, w, h = rows[keep, 0], rows[keep, 1], rows[keep, 2], rows[keep, 3]
+        cx, cy, w, h = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]
         boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
-        scores, classes = scores[keep], classes[keep]
-        kept = _nms(boxes, scores, classes)
-        out.append((boxes[kept], scores[kept], classes[kept]))
+        out.append(_kept(boxes, scores, classes, rows[:, end:] if spec.masks else None))
     return out
 
 
-def match_detections(reference, candidate) -> tuple[int, list[float]]:  # noqa: ANN001
-    """(true positives, IoUs of the matched pairs): greedy, best candidate score first."""
-    ref_boxes, _, ref_classes = reference
-    boxes, scores, classes = candidate
-    used = np.zeros(len(ref_boxes), dtype=bool)
-    ious: list[float] = []
-    for i in np.argsort(-scores, kind="stable"):
-        if not len(ref_boxes):
+def image_size(feed: Mapping) -> tuple[int, int] | None:
+    """(height, width) of the feed's image input (a float ``[N, C, H, W]`` or ``[N, H, W, C]``)."""
+    for value in feed.values():
+        shape = np.shape(value)
+        if len(shape) == 4 and np.asarray(value).dtype.kind == "f":
+            if shape[1] <= 4:
+                return int(shape[2]), int(shape[3])
+            if shape[3] <= 4:
+                return int(shape[1]), int(shape[2])
+    return None
+
+
+STRIDES = (8, 16, 32, 64, 128, 4)
+
+
+def _grid(anchors: int, level: int, image: tuple[int, int] | None) -> tuple[int, int]:
+    """(stride, grid width) of a GFL level of ``anchors`` points: the stride whose grid over the
+    image (sides rounded up) has that many points; without an image, a square grid at 8 × 2^level
+    (both models are decoded alike, which is what judging needs)."""
+    if image is not None:
+        height, width = image
+        for stride in STRIDES:
+            if math.ceil(height / stride) * math.ceil(width / stride) == anchors:
+                return stride, math.ceil(width / stride)
+    return 8 << level, max(1, math.ceil(math.sqrt(anchors)))
+
+
+def decode_dfl(levels: list[tuple[np.ndarray, np.ndarray]], image: tuple[int, int] | None) -> list[Found]:
+    """Per sample: the detections of a GFL head, ``levels`` = (scores ``[N, A, C]``, box
+    distributions ``[N, A, 4 (R+1)]``) per level, finest first. Each side's distance is the expected
+    bin (softmax over the R+1 bins, unless they already sum to 1) times the stride, from the anchor
+    point's centre."""
+    out = []
+    for n in range(levels[0][0].shape[0]):
+        boxes, scores, classes = [], [], []
+        for level, (level_scores, distributions) in enumerate(levels):
+            score = level_scores[n].astype(np.float64, copy=False)
+            best = np.argmax(score, axis=1)
+            top = score[np.arange(score.shape[0]), best]
+            live = np.flatnonzero(top >= CONFIDENCE)  # decode only the anchors that can count
+            stride, width = _grid(score.shape[0], level, image)
+            bins = distributions.shape[2] // 4
+            d = distributions[n, live].astype(np.float64).reshape(-1, 4, bins)
+            if not (d.min(initial=0.0) >= 0 and np.allclose(d.sum(-1), 1.0, atol=1e-3)):
+                d = np.exp(d - d.max(-1, keepdims=True))
+                d /= d.sum(-1, keepdims=True)
+            distance = (d * np.arange(bins)).sum(-1) * stride
+            cx, cy = (live % width + 0.5) * stride, (live // width + 0.5) * stride
+            boxes.append(np.stack([cx - distance[:, 0], cy - distance[:, 1], cx + distance[:, 2],
+                                   cy + distance[:, 3]], axis=1))  # fmt: skip
+            scores.append(top[live])
+            classes.append(best[live])
+        out.append(_kept(np.concatenate(boxes), np.concatenate(scores), np.concatenate(classes), None))
+    return out
+
+
+def match_pairs(reference: Found, candidate: Found) -> list[tuple[int, int, float]]:
+    """(candidate index, reference index, IoU) of each matched pair: greedy, best candidate score
+    first, same class, IoU >= ``MATCH_IOU``."""
+    used = np.zeros(len(reference.boxes), dtype=bool)
+    pairs: list[tuple[int, int, float]] = []
+    for i in np.argsort(-candidate.scores, kind="stable"):
+        if not len(reference.boxes):
             break
-        overlap = _iou(boxes[i], ref_boxes)
-        overlap[(ref_classes != classes[i]) | used] = -1.0
+        overlap = _iou(candidate.boxes[i], reference.boxes)
+        overlap[(reference.classes != candidate.classes[i]) | used] = -1.0
         j = int(np.argmax(overlap))
         if overlap[j] >= MATCH_IOU:
             used[j] = True
-            ious.append(float(overlap[j]))
-    return len(ious), ious
+            pairs.append((int(i), j, float(overlap[j])))
+    return pairs
+
+
+def _instance_mask(coefficients: np.ndarray, protos: np.ndarray, box: np.ndarray, scale: tuple) -> np.ndarray:
+    """A YOLO-seg instance mask on the prototypes' grid: ``sigmoid(c · P) > 0.5`` inside the box."""
+    m, h, w = protos.shape
+    mask = (coefficients @ protos.reshape(m, -1)).reshape(h, w) > 0.0
+    x1, y1, x2, y2 = box[0] * scale[1], box[1] * scale[0], box[2] * scale[1], box[3] * scale[0]
+    cols, rows = np.arange(w) + 0.5, np.arange(h) + 0.5
+    inside = ((rows >= y1) & (rows < y2))[:, None] & ((cols >= x1) & (cols < x2))[None, :]
+    return mask & inside
 
 
 class Detection:
+    """F1 of the decoded detections (a YOLO-seg head: and the mask IoU of the matched ones); the
+    other outputs of a multi-output head are judged by their head's first (``OutputSpec.head``)."""
+
     def __init__(self, spec: OutputSpec) -> None:
         self.spec = spec
         self.tp = self.n_ref = self.n_cand = 0
         self.ious: list[float] = []
+        self.mask_ious: list[float] = []
 
-    def update(self, ref: np.ndarray, cand: np.ndarray, feed: Mapping) -> None:
-        for r, c in zip(decode_detections(ref, self.spec), decode_detections(cand, self.spec), strict=True):
-            tp, ious = match_detections(r, c)
-            self.tp += tp
-            self.n_ref += len(r[0])
-            self.n_cand += len(c[0])
-            self.ious += ious
+    def update(
+        self, ref: np.ndarray, cand: np.ndarray, feed: Mapping, outputs: tuple[Mapping, Mapping] | None = None
+    ) -> None:
+        spec = self.spec
+        if not spec.leads:
+            return
+        if spec.head is not None and outputs is None:
+            raise ValueError(f"output '{spec.name}' heads a multi-output head: its update needs every output")
+        image = image_size(feed)
+        if spec.layout == DFL_LAYOUT:
+            head = spec.head or ()
+            pairs = [(head[k], head[k + 1]) for k in range(0, len(head), 2)]
+            decoded = [decode_dfl([(values[s], values[b]) for s, b in pairs], image) for values in outputs]
+        else:
+            decoded = [decode_detections(ref, spec), decode_detections(cand, spec)]
+        protos = (outputs[0][spec.head[1]], outputs[1][spec.head[1]]) if spec.masks and spec.head else None
+        for k, (r, c) in enumerate(zip(*decoded, strict=True)):
+            pairs = match_pairs(r, c)
+            self.tp += len(pairs)
+            self.n_ref += len(r.boxes)
+            self.n_cand += len(c.boxes)
+            self.ious += [iou for _, _, iou in pairs]
+            if protos is not None:
+                self._masks(r, c, pairs, protos[0][k], protos[1][k], image)
+
+    def _masks(self, r: Found, c: Found, pairs: list, ref_protos: np.ndarray, cand_protos: np.ndarray,
+               image: tuple[int, int] | None) -> None:  # fmt: skip
+        h, w = ref_protos.shape[1:]
+        height, width = image or (4 * h, 4 * w)
+        scale = (h / height, w / width)
+        ref_p, cand_p = ref_protos.astype(np.float64), cand_protos.astype(np.float64)
+        for i, j, _ in pairs:
+            a = _instance_mask(r.coefficients[j], ref_p, r.boxes[j], scale)
+            b = _instance_mask(c.coefficients[i], cand_p, c.boxes[i], scale)
+            union = int(np.sum(a | b))
+            self.mask_ious.append(float(np.sum(a & b)) / union if union else 1.0)
 
     def figures(self) -> list[Figure]:
+        if not self.spec.leads:
+            return []
         total = self.n_ref + self.n_cand
         f1 = 2 * self.tp / total if total else 1.0
         details = {
@@ -210,7 +328,12 @@ class Detection:
             "matched_iou": float(np.mean(self.ious)) if self.ious else None,
             "layout": self.spec.layout,
         }
-        return [("detection F1", f1, details)]
+        rows = [("detection F1", f1, details)]
+        if self.spec.masks:
+            masks = np.asarray(self.mask_ious) if self.mask_ious else np.ones(1)
+            rows.append(("mask IoU (mean per detection)", float(masks.mean()),
+                         {"detections": len(self.mask_ious), "worst": float(masks.min())}))  # fmt: skip
+        return rows
 
 
 # ---- classes, sequences ---------------------------------------------------------------------
@@ -430,7 +553,11 @@ class OutputMetrics:
         self.channels = ChannelGroups(spec)
         self.float = True
 
-    def update(self, ref: np.ndarray, cand: np.ndarray, feed: Mapping) -> None:
+    def update(
+        self, ref: np.ndarray, cand: np.ndarray, feed: Mapping, outputs: tuple[Mapping, Mapping] | None = None
+    ) -> None:
+        """``outputs``: every output of the reference and the candidate by name (a multi-output head
+        is judged from all of its outputs)."""
         ref, cand = np.asarray(ref), np.asarray(cand)
         if ref.shape != cand.shape:
             from modelcrunch.errors import ModelcrunchError
@@ -448,7 +575,10 @@ class OutputMetrics:
             self.task = _Exact(self.spec, False, "NaN/inf in the candidate's output")
             self.float = False
             return
-        self.task.update(ref, cand, feed)
+        if self.spec.head is not None and isinstance(self.task, Detection):
+            self.task.update(ref, cand, feed, outputs)
+        else:
+            self.task.update(ref, cand, feed)
         self.channels.update(ref, cand)
 
     def figures(self) -> list[Figure]:

@@ -40,7 +40,7 @@ import onnx_ir as ir
 from modelcrunch.errors import ModelcrunchError
 from modelcrunch.passes.quantize.config import QuantizeOptions
 from modelcrunch.passes.quantize.sensitivity import Score
-from modelcrunch.runtime.semantics import source_of
+from modelcrunch.runtime.semantics import figure_kinds, source_of
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -115,7 +115,7 @@ def check_targets(options: QuantizeOptions) -> None:
 
 def check_kinds(options: QuantizeOptions, specs: Mapping[str, OutputSpec]) -> None:
     """An explicit target for a figure no output has is a usage error (one line, exit 2)."""
-    kinds = {spec.kind for spec in specs.values()}
+    kinds = figure_kinds(specs)
     if options.min_top1_agreement and not kinds & {"classes", "sequence"}:
         raise ModelcrunchError(
             "--min-top1-agreement: no output of this model has classes (no Softmax or logits output; "
@@ -123,8 +123,8 @@ def check_kinds(options: QuantizeOptions, specs: Mapping[str, OutputSpec]) -> No
         )
     if options.min_mask_iou and "map" not in kinds:
         raise ModelcrunchError(
-            "--min-mask-iou: no output of this model is a probability map (see --output-kind); "
-            "use --min-cosine"
+            "--min-mask-iou: no output of this model is a probability map or YOLO-seg head (see "
+            "--output-kind); use --min-cosine"
         )
     if options.min_f1 and "detection" not in kinds:
         raise ModelcrunchError("--min-f1: no output of this model is a detection output (see --output-kind)")
