@@ -202,6 +202,26 @@ def test_resume_after_interrupt_ends_with_the_uninterrupted_weights(tmp_path):
         )
 
 
+@pytest.mark.parametrize(("losses", "epochs", "stopped"), [
+    ([1.0, 0.9, 0.8, 0.7, 0.6, 0.5], 5, "epochs"),  # the loss keeps falling: training goes on
+    ([1.0, 0.995, 0.99, 0.985, 0.98, 0.975], 2, "early stop"),  # by under 1 % an epoch: it stops
+])  # fmt: skip
+def test_patience_counts_a_falling_held_out_loss_as_progress(tmp_path, monkeypatch, losses, epochs, stopped):
+    """The held-out figure falls below the student's own after the first epoch and stays there (a
+    coarse F1 over a few dozen detections wanders like this while the student still learns)."""
+    from modelcrunch.distill import train
+
+    calls = iter(zip(losses, [0.5] + [0.4] * 5, strict=True))
+    monkeypatch.setattr(train._Evaluator, "__call__", lambda self: next(calls))
+    data = load_dataset(SAMPLES / "mlp_digits_calib.npz", ["input"])
+    config = DistillConfig(epochs=5, patience=2, batch_size=64, seed=0, threads=1)
+    _, report = distill_model(
+        load_model(_perturbed_mlp(tmp_path)), load_model(SAMPLES / "mlp.onnx"), data, config
+    )
+    assert (len(report.epochs) - 1, report.stopped) == (epochs, stopped)
+    assert report.best_epoch == 0  # the figure never got back: the student as given is kept
+
+
 def _one_line_exit_2(args: list[str]) -> str:
     result = runner.invoke(app, args)
     assert result.exit_code == 2, result.output

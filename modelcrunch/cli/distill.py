@@ -38,7 +38,9 @@ def distill_cmd(
     lr: Annotated[float, Opt(help="Adam learning rate.")] = 1e-4,
     temperature: Annotated[float, Opt(help="Softmax temperature of the class-score loss.")] = 2.0,
     holdout: Annotated[float, Opt(help="Share of the samples held out for the figure.")] = 0.2,
-    patience: Annotated[int, Opt(help="Stop after this many epochs without a better figure.")] = 5,
+    patience: Annotated[
+        int, Opt(help="Stop after this many epochs without a better figure or a 1 % lower held-out loss.")
+    ] = 5,
     time_budget: Annotated[str | None, Opt(help="Stop training after this long (300, 20m, 1h).")] = None,
     seed: Annotated[int, Opt(help="Seed of the split, the shuffles and the augmentations.")] = 0,
     augment: Annotated[str, Opt(help="auto | none | image | audio | text.")] = "auto",

@@ -10,7 +10,9 @@ seeded share of the samples (``holdout``) is never trained on; after every epoch
 judged on it (the held-out figure: the quality judge's task figures on the student run in ONNX
 Runtime, worst over outputs; the held-out loss breaks ties). The best
 epoch's weights are kept (epoch 0 is the student as given, so the result is never worse on the
-held-out figure), training stops after ``patience`` epochs without a better figure, at
+held-out figure), training stops after ``patience`` epochs in which neither the figure got better
+nor the held-out loss fell by ``PROGRESS`` of its lowest (a coarse figure, F1 over a few dozen
+detections, can stand still for many epochs while the student still learns), at
 ``time_budget`` seconds, or after ``epochs``. Checkpoints (``checkpoint``) are written after each
 whole epoch (and before the first); after Ctrl-C, ``resume`` repeats the interrupted epoch with
 the same random streams, so a resumed run ends with the weights of an uninterrupted one. Adam's
@@ -48,6 +50,9 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_FILE = "distill_checkpoint.pt"
 #: The held-out share is judged after every epoch: at most this many samples, so it stays cheap.
 MAX_HELDOUT = 128
+#: An epoch whose held-out loss falls by this share of the lowest so far counts as progress for
+#: ``patience`` (the kept weights are still the best figure's).
+PROGRESS = 0.01
 
 
 class Interrupted(ModelcrunchError):
@@ -315,6 +320,7 @@ def distill_model(
 
     history: list[EpochStats] = []
     first_epoch, resumed_from, bad_epochs = 1, None, 0
+    lowest = math.inf  # the lowest held-out loss so far
     if config.resume:
         state = _load_checkpoint(config.checkpoint, fingerprint)
         module.load_state_dict(state["module"], strict=False)
@@ -326,10 +332,11 @@ def distill_model(
         best_params, best_key = state["best_params"], tuple(state["best_key"])
         first_epoch = resumed_from = state["epoch"] + 1
         bad_epochs = state["bad_epochs"]
+        lowest = min(e.heldout_loss for e in history)
     else:
         loss0, figure0 = evaluate()
         history.append(EpochStats(0, 0, None, loss0, figure0, True, time.perf_counter() - start))
-        best_key = (figure0, -loss0)
+        best_key, lowest = (figure0, -loss0), loss0
         best_params = [p.detach().clone() for p in module.params]
         if on_epoch:
             on_epoch(history[-1])
@@ -379,10 +386,10 @@ def distill_model(
             key = (figure, -loss_h)
             better = key > best_key
             if better:
-                best_key, bad_epochs = key, 0
+                best_key = key
                 best_params = [p.detach().clone() for p in module.params]
-            else:
-                bad_epochs += 1
+            bad_epochs = 0 if better or loss_h < lowest * (1 - PROGRESS) else bad_epochs + 1
+            lowest = min(lowest, loss_h)
             history.append(EpochStats(epoch, len(losses), float(np.mean(losses)), loss_h, figure, better,
                                       time.perf_counter() - start))  # fmt: skip
             if on_epoch:
