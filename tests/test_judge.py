@@ -496,3 +496,8 @@ def test_a_yolo_seg_head_is_judged_by_its_detections_and_their_masks(tmp_path):
     metric.update(ref["det"], cand["det"], feed, (ref, cand))
     f1, masks = metric.figures()
     assert f1[1] == 1.0 and masks[1] < 0.2
+    # a detector whose last 8 channels are class scores, beside an 8-channel feature map: not YOLO-seg
+    scores = {"det": feed["det_in"].copy(), "proto": feed["proto_in"]}
+    scores["det"][0, 5:] = np.random.default_rng(5).uniform(0, 0.2, (8, 64))
+    model = load_model(save_proto(head_proto(shapes), tmp_path / "plain.onnx"))
+    assert infer_specs(model, scores)["det"].masks == 0

@@ -301,7 +301,8 @@ def _dfl_levels(sample: Mapping[str, np.ndarray]) -> list[tuple[str, str]] | Non
 
 def _seg_head(sample: Mapping[str, np.ndarray]) -> tuple[str, str, int, str, int] | None:
     """(detections, prototypes, mask coefficients, layout, channel axis) when one rank-3 output reads
-    as YOLO boxes + scores + M mask coefficients and one rank-4 output holds M prototype masks."""
+    as YOLO boxes + scores + M mask coefficients (not all in [0, 1], unlike scores) and one rank-4
+    output holds M prototype masks."""
     protos = [
         n for n, v in sample.items()
         if v.ndim == 4 and v.dtype.kind == "f" and 8 <= v.shape[1] <= 64 and min(v.shape[2:]) >= 8
@@ -316,6 +317,11 @@ def _seg_head(sample: Mapping[str, np.ndarray]) -> tuple[str, str, int, str, int
             if values.shape[axis] - masks < 5:
                 continue
             kept = np.take(values, np.arange(values.shape[axis] - masks), axis=axis)
+            coefficients = np.take(
+                values, np.arange(values.shape[axis] - masks, values.shape[axis]), axis=axis
+            )
+            if _probabilities(coefficients):  # scores, not coefficients: a detector beside a feature map
+                continue
             found = _detection_layout(kept, min_channels=5)  # one class: the prototypes vouch for it
             if found is not None and found[1] == axis:
                 return name, protos[0], masks, found[0], axis
