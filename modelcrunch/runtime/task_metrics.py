@@ -575,7 +575,7 @@ class OutputMetrics:
             self.task = _Exact(self.spec, False, "NaN/inf in the candidate's output")
             self.float = False
             return
-        if self.spec.head is not None and isinstance(self.task, Detection):
+        if self.spec.head is not None:  # only detection heads span outputs (semantics._heads)
             self.task.update(ref, cand, feed, outputs)
         else:
             self.task.update(ref, cand, feed)

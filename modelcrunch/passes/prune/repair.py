@@ -311,17 +311,16 @@ def _targets(
 
 def _link(model: ir.Model, targets: list[_Target]) -> None:
     """Set each target's ``upstream``: the targets its input depends on (main graph)."""
-    names = {t.node.name for t in targets}
+    by_node = {id(t.node): t for t in targets}
     above: dict[str, frozenset[str]] = {}  # value name -> the targets it depends on
     for node in model.graph:  # topological order
         deps: set[str] = set()
         for value in node.inputs:
             if value is not None:
                 deps |= above.get(value.name, frozenset())
-        for t in targets:
-            if t.node is node:
-                t.upstream = frozenset(deps)
-        if node.name in names:
+        target = by_node.get(id(node))
+        if target is not None:
+            target.upstream = frozenset(deps)
             deps.add(node.name)
         frozen = frozenset(deps)
         for value in node.outputs:
