@@ -13,6 +13,15 @@ so the stored form and its dequantization are unchanged: only which integer a we
 ``H`` gets 1 % of its mean diagonal added (the paper's damping); inputs that are always zero get
 zero weight.
 
+GPTQ rounds each column once, in order, and never revisits it. ``_refine`` then runs coordinate
+descent on the same objective (QuantEase, Behdin et al. 2023): each weight in turn moves to the
+integer that minimises ``tr((W − sQ) H (W − sQ)ᵀ)`` with every other weight fixed (undamped ``H``),
+sweeping until no integer changes or ``SWEEPS`` times. Each move lowers the objective, so the result
+is never worse than GPTQ's on the calibration data. It costs about one matrix product with ``H`` per
+sweep, as one AdaRound iteration does; AdaRound's soft-rounding descent (tried per layer on PP-OCRv4
+rec, 500 Adam steps, three λ) stayed above GPTQ's error on every layer, 0.4-1.1x nearest rounding's
+against GPTQ's 0.02-0.29x.
+
 Layers: MatMul with a constant 2-D weight ``[I, O]`` (x: rows of the input's last axis), 2-D Conv
 with ``group=1`` (x: im2col patches, ``modelcrunch.passes.im2col``) and depthwise 2-D Conv (one
 ``kH·kW`` problem per channel). Others (grouped Convs, ``auto_pad=SAME_*``, shared weights, Gemm,
@@ -46,6 +55,7 @@ SAMPLES = 32  # calibration samples H is measured on
 CHUNK = 32
 DAMP = 0.01
 BLOCK = 128  # columns rounded between two updates of the rest of W (GPTQ's lazy batching)
+SWEEPS = 4  # coordinate-descent passes over every weight after GPTQ (``_refine``); 0: GPTQ alone
 MAX_COLUMNS = 8192  # I above this (huge im2col or MatMul inputs): RTN, H would not be worth its memory
 
 
@@ -163,7 +173,46 @@ def _gptq(
             errors[:, :, i] = (block[:, :, i] - column * step) / upper[:, start + i, start + i, None]
             block[:, :, i + 1 :] -= errors[:, :, i, None] * upper[:, None, start + i, start + i + 1 : end]
         w[:, :, end:] -= np.matmul(errors, upper[:, start:end, end:])
-    return q
+    return _refine(weights, hessian, scale, q, lo, hi)
+
+
+def _refine(
+    weights: np.ndarray, hessian: np.ndarray, scale: np.ndarray, q: np.ndarray, lo: int, hi: int
+) -> np.ndarray:
+    """``q`` improved by coordinate descent on ``tr(D H Dᵀ)``, ``D = W − s·q`` (all ``[B, O, I]``,
+    ``H`` ``[B, I, I]``). Moving ``q_j`` by ``δ`` changes it by ``s_j δ (s_j δ H_jj − 2 g_j)``,
+    ``g = D H``, so the best integer move is ``round(g_j / (s_j H_jj))``. ``g`` is kept current within
+    a block of ``BLOCK`` columns and brought up to date for the rest once per block."""
+    ints = q.astype(np.float64)
+    h = hessian.astype(np.float64)
+    diag = np.einsum("bii->bi", h)
+    grad = np.matmul(weights - scale * ints, h)
+    columns = weights.shape[2]
+    for _ in range(SWEEPS):
+        moved = False
+        for start in range(0, columns, BLOCK):
+            end = min(start + BLOCK, columns)
+            block = grad[:, :, start:end].copy()
+            shifts = np.zeros(block.shape)
+            for i in range(end - start):
+                j = start + i
+                curvature = scale[:, :, j] * diag[:, j, None]
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    move = np.where(curvature > 0, np.rint(block[:, :, i] / curvature), 0.0)
+                target = np.clip(ints[:, :, j] + move, lo, hi)
+                move = target - ints[:, :, j]
+                if not move.any():
+                    continue
+                moved = True
+                ints[:, :, j] = target
+                shifts[:, :, i] = scale[:, :, j] * move
+                block -= shifts[:, :, i, None] * h[:, None, j, start:end]
+            grad[:, :, start:end] = block
+            grad[:, :, :start] -= np.matmul(shifts, h[:, start:end, :start])
+            grad[:, :, end:] -= np.matmul(shifts, h[:, start:end, end:])
+        if not moved:
+            break
+    return ints.astype(np.int8)
 
 
 def gptq_int8(weights: np.ndarray, layer: _Layer, hessian: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
