@@ -5,6 +5,8 @@ Skipped without PyTorch (the optional extra ``modelcrunch[distill]``; CI install
 
 from __future__ import annotations
 
+import itertools
+
 import json
 from pathlib import Path
 
@@ -220,6 +222,23 @@ def test_patience_counts_a_falling_held_out_loss_as_progress(tmp_path, monkeypat
     )
     assert (len(report.epochs) - 1, report.stopped) == (epochs, stopped)
     assert report.best_epoch == 0  # the figure never got back: the student as given is kept
+
+
+@pytest.mark.parametrize(("budget", "epochs", "stopped"), [(None, 30, "epochs"), (1e6, 42, "early stop")])
+def test_a_time_budget_lifts_the_default_epoch_cap(tmp_path, monkeypatch, budget, epochs, stopped):
+    """``--time-budget`` (prune's ``--distill-budget``) without ``--epochs``: training goes on while
+    the held-out loss still falls, until the budget or patience ends it, not at 30 epochs."""
+    from modelcrunch.distill import train
+
+    losses = itertools.chain((0.95**k for k in range(40)), itertools.repeat(0.95**40))
+    calls = zip(losses, itertools.chain([0.5], itertools.repeat(0.4)))
+    monkeypatch.setattr(train._Evaluator, "__call__", lambda self: next(calls))
+    data = load_dataset(SAMPLES / "mlp_digits_calib.npz", ["input"])
+    config = DistillConfig(patience=2, batch_size=256, seed=0, threads=1, time_budget=budget)
+    _, report = distill_model(
+        load_model(_perturbed_mlp(tmp_path)), load_model(SAMPLES / "mlp.onnx"), data, config
+    )
+    assert (len(report.epochs) - 1, report.stopped) == (epochs, stopped)
 
 
 def _one_line_exit_2(args: list[str]) -> str:

@@ -29,7 +29,9 @@ DistillFlag = Annotated[
         "--distill", help="Then fine-tune the result against the input model on --calibration (needs torch)."
     ),
 ]
-DistillBudgetOpt = Annotated[str | None, Opt(help="--distill: stop training after this long (20m).")]
+DistillBudgetOpt = Annotated[
+    str | None, Opt(help="--distill: stop training after this long (20m); without it, after 30 epochs.")
+]
 
 
 def check_distill_options(

@@ -33,7 +33,10 @@ def distill_cmd(
     output: OutputOpt,
     teacher: Annotated[Path, Opt(help="The model the student learns to imitate.", show_default=False)],
     data: Annotated[Path, Opt(help="Unlabeled inputs (.npz or folder of .npz).", show_default=False)],
-    epochs: Annotated[int, Opt(help="Passes over the training samples at most.")] = 30,
+    epochs: Annotated[
+        int | None,
+        Opt(help="Passes over the training samples at most (default 30; no cap with --time-budget)."),
+    ] = None,
     batch_size: Annotated[int, Opt(help="Samples per step.")] = 16,
     lr: Annotated[float, Opt(help="Adam learning rate.")] = 1e-4,
     temperature: Annotated[float, Opt(help="Softmax temperature of the class-score loss.")] = 2.0,

@@ -9,11 +9,12 @@ from modelcrunch.errors import ModelcrunchError
 
 #: --augment choices (see modelcrunch.distill.augment).
 MODES = ("auto", "none", "image", "audio", "text")
+EPOCHS = 30  # passes at most when neither --epochs nor a time budget is given
 
 
 @dataclass(frozen=True)
 class DistillConfig:
-    epochs: int = 30
+    epochs: int | None = None  # None: EPOCHS, or no cap under a time budget (it and patience stop)
     batch_size: int = 16
     lr: float = 1e-4
     temperature: float = 2.0
@@ -34,7 +35,7 @@ class DistillConfig:
         if not 0 < self.holdout < 1:
             raise ModelcrunchError(f"--holdout must be in (0, 1), got {self.holdout}")
         for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
+            if (getattr(self, name) or 1) < 1:
                 raise ModelcrunchError(f"--{name.replace('_', '-')} must be >= 1")
         if self.feature_match < 0:
             raise ModelcrunchError("--feature-match must be >= 0")
@@ -42,3 +43,11 @@ class DistillConfig:
             raise ModelcrunchError("--lr and --temperature must be > 0")
         if self.resume and self.checkpoint is None:
             raise ModelcrunchError("--resume needs --checkpoint DIR")
+
+    @property
+    def max_epochs(self) -> int | None:
+        """Passes over the training samples at most; None: until the time budget or patience ends
+        training."""
+        if self.epochs is not None:
+            return self.epochs
+        return None if self.time_budget is not None else EPOCHS

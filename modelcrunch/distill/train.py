@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import logging
 import math
 import os
@@ -357,7 +358,11 @@ def distill_model(
     stopped = "epochs"
     epoch = first_epoch
     try:
-        for epoch in range(first_epoch, config.epochs + 1):
+        for epoch in (
+            itertools.count(first_epoch)
+            if config.max_epochs is None
+            else range(first_epoch, config.max_epochs + 1)
+        ):
             order = rng.permutation(len(train))
             batches = _batches(train, order, config.batch_size)
             losses = []
