@@ -6,7 +6,6 @@ Skipped without PyTorch (the optional extra ``modelcrunch[distill]``; CI install
 from __future__ import annotations
 
 import itertools
-
 import json
 from pathlib import Path
 
@@ -231,7 +230,7 @@ def test_a_time_budget_lifts_the_default_epoch_cap(tmp_path, monkeypatch, budget
     from modelcrunch.distill import train
 
     losses = itertools.chain((0.95**k for k in range(40)), itertools.repeat(0.95**40))
-    calls = zip(losses, itertools.chain([0.5], itertools.repeat(0.4)))
+    calls = zip(losses, itertools.chain([0.5], itertools.repeat(0.4)), strict=False)
     monkeypatch.setattr(train._Evaluator, "__call__", lambda self: next(calls))
     data = load_dataset(SAMPLES / "mlp_digits_calib.npz", ["input"])
     config = DistillConfig(patience=2, batch_size=256, seed=0, threads=1, time_budget=budget)

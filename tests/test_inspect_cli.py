@@ -51,3 +51,30 @@ def test_bad_shape_name_is_a_one_line_error(tmp_path: Path) -> None:
     result = runner.invoke(app, ["inspect", str(path), "--shape", "nope=1x16"])
     assert result.exit_code == 2
     assert "unknown input name 'nope'" in result.stderr and "Traceback" not in result.output
+
+
+def test_json_names_a_multi_output_head_found_without_data(tmp_path: Path) -> None:
+    """A GFL head spreads over several outputs: inspect runs one synthetic feed to see their structure
+    (scores in [0, 1] per level, 4 x 8 bins beside them) and names every member."""
+    from onnx import TensorProto, helper
+
+    levels = {"s0": (1, 64, 3), "b0": (1, 64, 32), "s1": (1, 16, 3), "b1": (1, 16, 32)}
+    nodes = [helper.make_node("Sigmoid" if n[0] == "s" else "Identity", [f"{n}_in"], [n]) for n in levels]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info(f"{n}_in", TensorProto.FLOAT, list(s)) for n, s in levels.items()],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(s)) for n, s in levels.items()],
+    )
+    path = save_proto(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "h.onnx"
+    )
+    result = runner.invoke(app, ["inspect", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    kinds = json.loads(result.stdout)["output_kinds"]
+    assert {name: (spec["kind"], spec["layout"]) for name, spec in kinds.items()} == {
+        name: ("detection", "dfl") for name in levels
+    }
+    assert "box distributions over 8 bins" in kinds["b1"]["reason"]
+    text = runner.invoke(app, ["inspect", str(path)])
+    assert text.exit_code == 0 and "GFL" in text.stdout

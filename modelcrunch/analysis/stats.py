@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -30,8 +31,11 @@ import onnx_ir as ir
 from modelcrunch.analysis.cost import heavy_op
 from modelcrunch.analysis.memory import MemoryEstimate, estimate_activation_memory
 from modelcrunch.analysis.shapes import Shape, ShapeTable, infer_shapes
+from modelcrunch.errors import ModelcrunchError
 from modelcrunch.io import load_model
+from modelcrunch.runtime.feeds import index_limits, synthesize_feeds
 from modelcrunch.runtime.semantics import infer_specs
+from modelcrunch.runtime.session import make_session, run_checked
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +131,7 @@ class InspectReport:
             "flops_total": self.flops_total,
             "memory": d["memory"],
             "shape_inference_error": self.shape_inference_error,
+            "output_kinds": self.output_kinds,
             "layers": d["layers"],
         }
 
@@ -303,5 +308,28 @@ def inspect_model(
         layers=layers,
         memory=estimate_activation_memory(model, table),
         shape_inference_error=table.inference_error,
-        output_kinds={name: spec.to_dict() for name, spec in infer_specs(model, None, kinds).items()},
+        output_kinds={
+            name: spec.to_dict()
+            for name, spec in infer_specs(
+                model, None, kinds, head_sample=_synthetic_outputs(path, model, shapes, batch)
+            ).items()
+        },
     )
+
+
+def _synthetic_outputs(
+    path: Path, model: ir.Model, shapes: Mapping[str, Sequence[int | str]] | None, batch: int | None
+) -> dict[str, np.ndarray] | None:
+    """The outputs on one synthetic feed, where a multi-output head could be among them (two outputs
+    or more): what ``infer_specs`` needs to find its structure without data. None when the model
+    does not run on it (it is only a hint: inspect reports the rest all the same)."""
+    if len(model.graph.outputs) < 2:
+        return None
+    try:
+        session = make_session(path, threads=1, optimization="basic")
+        feed = synthesize_feeds(session, shapes=shapes, batch=batch, int_high=index_limits(model))
+        values = run_checked(session, feed, name=str(path))
+    except (ModelcrunchError, MemoryError) as exc:
+        logger.debug("no synthetic run for the output heads: %s", exc)
+        return None
+    return {o.name: v for o, v in zip(session.get_outputs(), values, strict=True)}

@@ -368,11 +368,15 @@ def infer_specs(
     model: ir.Model,
     sample: Mapping[str, np.ndarray] | None = None,
     overrides: Mapping[str, str] | None = None,
+    *,
+    head_sample: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, OutputSpec]:
     """Every graph output's :class:`OutputSpec`.
 
     ``sample``: the reference outputs on one feed (value ranges and concrete shapes);
-    ``overrides``: {output name or ``*``: ``KIND[:LAYOUT]``} (see :func:`parse_kind_overrides`).
+    ``overrides``: {output name or ``*``: ``KIND[:LAYOUT]``} (see :func:`parse_kind_overrides`);
+    ``head_sample``: without ``sample``, outputs on a synthetic feed, read only for the structure of
+    multi-output heads (``_heads``), never for one output's kind (random inputs say nothing of that).
     """
     overrides = dict(overrides or {})
     unknown = [n for n in overrides if n != "*" and n not in {o.name for o in model.graph.outputs}]
@@ -380,7 +384,7 @@ def infer_specs(
         names = ", ".join(o.name for o in model.graph.outputs)
         raise ModelcrunchError(f"--output-kind: the model has no output '{unknown[0]}' (outputs: {names})")
     specs = {}
-    heads = _heads(sample)
+    heads = _heads(sample if sample is not None else head_sample)
     if any(name in overrides for name in heads) or "*" in overrides:  # the user decides these outputs
         heads = {}
     for output in model.graph.outputs:
