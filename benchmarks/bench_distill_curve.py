@@ -55,8 +55,10 @@ def run_ratio(ratio: float, budget: int, out_dir: Path) -> dict:
         latency_ratio=(models[1].get("ratios") or {}).get("latency") if len(models) > 1 else None,
         f1_repair=_worst(distill.get("verdict_before")),
         f1_distill=_worst(distill.get("verdict_after")),
+        size_ratio=out.stat().st_size / MODEL.stat().st_size if out.exists() else None,
         distill_kept=distill.get("kept"),
-        epochs=len(distill.get("epochs") or []),
+        epochs=max(len(distill.get("epochs") or []) - 1, 0),  # the first is the student as given
+        stopped=distill.get("stopped"),
         notes=[n for n in doc.get("notes", []) if "distill" in n or "repair" in n],
     )
     return row
@@ -87,15 +89,16 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(run_ratio(ratio, args.budget, out_dir))
         print(json.dumps(rows[-1]), flush=True)
     (out_dir / "distill_curve.json").write_text(json.dumps(rows, indent=2))
-    print("\n| ratio | latency x | detection F1, repair only | F1 after distill | distill kept | run |")
-    print("|---|---|---|---|---|---|")
+    print("\n| ratio | latency x | size x | detection F1, repair only | F1 after distill | distill | run |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         cells = [
             str(r["ratio"]),
             _fmt(r.get("latency_ratio"), ".2f"),
+            _fmt(r.get("size_ratio"), ".2f"),
             _fmt(r.get("f1_repair")),
             _fmt(r.get("f1_distill")),
-            str(r.get("distill_kept", "-")),
+            f"{r.get('epochs', '-')} epochs, {r.get('stopped', '-')}, kept: {r.get('distill_kept', '-')}",
             f"exit {r['exit']}, {r['seconds']:.0f} s",
         ]
         print("| " + " | ".join(cells) + " |")

@@ -263,6 +263,9 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
     line = _one_line_exit_2(["distill", str(SAMPLES / "mlp.onnx"), "--teacher", str(SAMPLES / "mlp.onnx"),
                              "--data", str(one), "-o", out])  # fmt: skip
     assert "at least 2" in line
+    line = _one_line_exit_2(["distill", str(SAMPLES / "mlp.onnx"), "--teacher", str(SAMPLES / "mlp.onnx"),
+                             "--data", data, "-o", out, "--epochs", "0"])  # fmt: skip
+    assert "--epochs must be >= 1" in line
     topk = onnx.parser.parse_model("""
         <ir_version: 8, opset_import: ["" : 17]>
         g (float[N, 8] x) => (float[N, 2] y) { k = Constant <value = int64[1] {2}> ()

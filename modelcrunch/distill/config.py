@@ -35,7 +35,7 @@ class DistillConfig:
         if not 0 < self.holdout < 1:
             raise ModelcrunchError(f"--holdout must be in (0, 1), got {self.holdout}")
         for name in ("epochs", "batch_size"):
-            if (getattr(self, name) or 1) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ModelcrunchError(f"--{name.replace('_', '-')} must be >= 1")
         if self.feature_match < 0:
             raise ModelcrunchError("--feature-match must be >= 0")
