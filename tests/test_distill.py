@@ -404,6 +404,32 @@ def test_feature_matching_pulls_intermediate_values_that_keep_name_and_shape(tmp
     assert report.figure_after >= report.figure_before
 
 
+def test_feature_matching_leaves_shape_arithmetic_alone(tmp_path):
+    """A Mul of int64 shapes keeps its name and shape too; matching it crashed (mean of a Long
+    tensor) on NudeNet. Only float values are features."""
+
+    def model(scale: float) -> Path:
+        text = f"""
+            <ir_version: 8, opset_import: ["" : 17]>
+            g (float[N, 8] x) => (float[N, 4] y) <float[8, 8] w1 = {{{", ".join(["0.1"] * 64)}}},
+                                                  float[8, 4] w2 = {{{", ".join([str(scale)] * 32)}}},
+                                                  int64[2] one = {{1, 1}}> {{
+                h = MatMul (x, w1)
+                shape = Shape (h)
+                same = Mul (shape, one)
+                r = Reshape (h, same)
+                y = MatMul (r, w2)
+            }}"""
+        return save_proto(onnx.parser.parse_model(text), tmp_path / f"m{scale}.onnx")
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "x.npz", x=rng.standard_normal((40, 8)).astype(np.float32))
+    data = load_dataset(tmp_path / "x.npz", ["x"])
+    config = DistillConfig(epochs=1, threads=1, feature_match=1.0)
+    _, report = distill_model(load_model(model(0.3)), load_model(model(0.2)), data, config)
+    assert "h" in report.matched_features and "same" not in report.matched_features
+
+
 def test_distill_never_writes_over_its_teacher(tmp_path):
     teacher = tmp_path / "teacher.onnx"
     teacher.write_bytes((SAMPLES / "mlp.onnx").read_bytes())

@@ -56,14 +56,21 @@ def matched(
     limit: int,
     threads: int | None,
 ) -> list[str]:
-    """The ``names`` whose student and teacher values have one shape on ``feed``, thinned to ``limit``."""
+    """The ``names`` (float values of the student) whose teacher values are floats of the student's
+    shape on ``feed``, thinned to ``limit``."""
     if not names:
         return []
     session = make_session(with_outputs(teacher, names), threads=threads)
     got = dict(
         zip([o.name for o in session.get_outputs()], run_checked(session, feed, name="teacher"), strict=True)
     )
-    same = [n for n in names if n in student_values and tuple(student_values[n].shape) == got[n].shape]
+    same = [
+        n
+        for n in names
+        if n in student_values
+        and tuple(student_values[n].shape) == got[n].shape
+        and np.issubdtype(got[n].dtype, np.floating)
+    ]
     if len(same) <= limit:
         return same
     picks = np.linspace(0, len(same) - 1, limit).round().astype(int)
