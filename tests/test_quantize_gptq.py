@@ -121,8 +121,9 @@ def test_lazy_batches_round_as_column_by_column(monkeypatch: pytest.MonkeyPatch)
 def test_coordinate_descent_lowers_gptq_error_and_keeps_the_range(
     monkeypatch: pytest.MonkeyPatch, lo: int, hi: int
 ) -> None:
-    """``_refine`` only makes moves that lower ``tr(D H Dᵀ)``: per batch, never above GPTQ alone,
-    lower in total, integers within ``[lo, hi]``; its running gradient matches one computed afresh."""
+    """``_refine`` only makes moves that lower ``tr(D H Dᵀ)`` (``H`` damped as GPTQ damps it): per
+    batch, never above GPTQ alone, lower in total, integers within ``[lo, hi]``; its running gradient
+    matches one computed afresh."""
     from modelcrunch.passes.quantize import gptq
 
     rng = np.random.default_rng(3)
@@ -130,10 +131,12 @@ def test_coordinate_descent_lowers_gptq_error_and_keeps_the_range(
     hessian = np.matmul(x.transpose(0, 2, 1), x)
     weights = rng.standard_normal((3, 24, 200))
     scale = np.abs(weights).max(axis=2) / hi
+    diag = np.einsum("bii->bi", hessian)
+    damped = hessian + gptq.DAMP * diag.mean(axis=1)[:, None, None] * np.eye(200)
 
     def error(ints: np.ndarray) -> np.ndarray:
         delta = weights - ints * scale[..., None]
-        return np.einsum("boi,boj,bij->b", delta, delta, hessian)
+        return np.einsum("boi,boj,bij->b", delta, delta, damped)
 
     refined = gptq._gptq(weights, hessian, scale, lo, hi)
     monkeypatch.setattr(gptq, "SWEEPS", 0)
@@ -143,9 +146,9 @@ def test_coordinate_descent_lowers_gptq_error_and_keeps_the_range(
     assert error(refined).sum() < 0.99 * error(alone).sum()
     monkeypatch.setattr(gptq, "SWEEPS", 50)  # to convergence: no single move lowers it further
     converged = gptq._gptq(weights, hessian, scale, lo, hi).astype(np.float64)
-    grad = np.matmul(weights - converged * scale[..., None], hessian)
-    diag = np.einsum("bii->bi", hessian)[:, None, :]
-    best = np.clip(converged + np.rint(grad / (scale[..., None] * diag)), lo, hi)
+    grad = np.matmul(weights - converged * scale[..., None], damped)
+    curvature = scale[..., None] * np.einsum("bii->bi", damped)[:, None, :]
+    best = np.clip(converged + np.rint(grad / curvature), lo, hi)
     assert np.array_equal(best, converged)
 
 

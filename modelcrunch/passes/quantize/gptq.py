@@ -15,9 +15,10 @@ zero weight.
 
 GPTQ rounds each column once, in order, and never revisits it. ``_refine`` then runs coordinate
 descent on the same objective (QuantEase, Behdin et al. 2023): each weight in turn moves to the
-integer that minimises ``tr((W − sQ) H (W − sQ)ᵀ)`` with every other weight fixed (undamped ``H``),
-sweeping until no integer changes or ``SWEEPS`` times. Each move lowers the objective, so the result
-is never worse than GPTQ's on the calibration data. It costs about one matrix product with ``H`` per
+integer that minimises ``tr((W − sQ) H (W − sQ)ᵀ)`` with every other weight fixed (``H`` damped as
+GPTQ's is: undamped, the held-out error fell less, PP-OCRv4 rec 0.234 against 0.224 of nearest
+rounding's), sweeping until no integer changes or ``SWEEPS`` times. Each move lowers that objective,
+so the result is never worse than GPTQ's on it. It costs about one matrix product with ``H`` per
 sweep, as one AdaRound iteration does; AdaRound's soft-rounding descent (tried per layer on PP-OCRv4
 rec, 500 Adam steps, three λ) stayed above GPTQ's error on every layer, 0.4-1.1x nearest rounding's
 against GPTQ's 0.02-0.29x.
@@ -180,12 +181,14 @@ def _refine(
     weights: np.ndarray, hessian: np.ndarray, scale: np.ndarray, q: np.ndarray, lo: int, hi: int
 ) -> np.ndarray:
     """``q`` improved by coordinate descent on ``tr(D H Dᵀ)``, ``D = W − s·q`` (all ``[B, O, I]``,
-    ``H`` ``[B, I, I]``). Moving ``q_j`` by ``δ`` changes it by ``s_j δ (s_j δ H_jj − 2 g_j)``,
-    ``g = D H``, so the best integer move is ``round(g_j / (s_j H_jj))``. ``g`` is kept current within
-    a block of ``BLOCK`` columns and brought up to date for the rest once per block."""
+    ``H`` ``[B, I, I]``, damped by ``DAMP``). Moving ``q_j`` by ``δ`` changes it by
+    ``s_j δ (s_j δ H_jj − 2 g_j)``, ``g = D H``, so the best integer move is ``round(g_j / (s_j H_jj))``.
+    ``g`` is kept current within a block of ``BLOCK`` columns and brought up to date for the rest once
+    per block."""
     ints = q.astype(np.float64)
     h = hessian.astype(np.float64)
-    diag = np.einsum("bii->bi", h)
+    diag = np.einsum("bii->bi", h)  # a view: writes go to h
+    diag += DAMP * diag.mean(axis=1, keepdims=True)
     grad = np.matmul(weights - scale * ints, h)
     columns = weights.shape[2]
     for _ in range(SWEEPS):
