@@ -148,8 +148,19 @@ def _gptq(
 ) -> np.ndarray:
     """Integers in ``[lo, hi]`` of ``weights`` ``[B, O, I]`` with scales ``[B, O]`` (or ``[B, O, I]``,
     one per weight: block-wise scales), each batch's rounding error spread through its ``H``
-    ``[B, I, I]`` (B > 1: the channels of a depthwise Conv)."""
+    ``[B, I, I]`` (B > 1: the channels of a depthwise Conv), then refined (``_refine``); rounded to
+    nearest where ``H`` cannot be inverted."""
     scale = scale if scale.ndim == 3 else np.broadcast_to(scale[..., None], weights.shape)
+    q = _columns(weights, hessian, scale, lo, hi)
+    if q is None:
+        return np.clip(np.rint(weights / scale), lo, hi).astype(np.int8)
+    return _refine(weights, hessian, scale, q, lo, hi)  # GPTQ's own copies of W and H are freed by now
+
+
+def _columns(
+    weights: np.ndarray, hessian: np.ndarray, scale: np.ndarray, lo: int, hi: int
+) -> np.ndarray | None:
+    """GPTQ proper: the columns rounded in turn (``scale`` ``[B, O, I]``); None when ``H`` is singular."""
     w = weights.astype(np.float64)
     h = hessian.copy()
     diag = np.einsum("bii->bi", h)  # a view: writes go to h
@@ -160,7 +171,7 @@ def _gptq(
     try:
         upper = np.linalg.cholesky(np.linalg.inv(h)).transpose(0, 2, 1)
     except np.linalg.LinAlgError:
-        return np.clip(np.rint(weights / scale), lo, hi).astype(np.int8)
+        return None
     q = np.zeros(w.shape, dtype=np.int8)
     columns = w.shape[2]
     for start in range(0, columns, BLOCK):  # lazy batch updates: the rest of W once per block
@@ -174,7 +185,7 @@ def _gptq(
             errors[:, :, i] = (block[:, :, i] - column * step) / upper[:, start + i, start + i, None]
             block[:, :, i + 1 :] -= errors[:, :, i, None] * upper[:, None, start + i, start + i + 1 : end]
         w[:, :, end:] -= np.matmul(errors, upper[:, start:end, end:])
-    return _refine(weights, hessian, scale, q, lo, hi)
+    return q
 
 
 def _refine(
@@ -211,8 +222,9 @@ def _refine(
                 shifts[:, :, i] = scale[:, :, j] * move
                 block -= shifts[:, :, i, None] * h[:, None, j, start:end]
             grad[:, :, start:end] = block
-            grad[:, :, :start] -= np.matmul(shifts, h[:, start:end, :start])
-            grad[:, :, end:] -= np.matmul(shifts, h[:, start:end, end:])
+            if shifts.any():  # later sweeps leave most blocks as they are
+                grad[:, :, :start] -= np.matmul(shifts, h[:, start:end, :start])
+                grad[:, :, end:] -= np.matmul(shifts, h[:, start:end, end:])
         if not moved:
             break
     return ints.astype(np.int8)
