@@ -11,6 +11,7 @@ few extra outputs of the teacher.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import onnx_ir as ir
@@ -49,15 +50,18 @@ def with_outputs(model: ir.Model, names: list[str]) -> ir.Model:
 
 
 def matched(
-    student_values: Mapping[str, np.ndarray],
+    student_values: Mapping[str, Any],
     teacher: ir.Model,
     feed: Mapping[str, np.ndarray],
     names: list[str],
     limit: int,
     threads: int | None,
 ) -> list[str]:
-    """The ``names`` (float values of the student) whose teacher values are floats of the student's
-    shape on ``feed``, thinned to ``limit``."""
+    """The ``names`` whose student values (torch tensors, from the translation on ``feed``) and
+    teacher values are floats of one shape, thinned to ``limit``. Shape arithmetic (int64
+    Mul/Add/Concat) keeps names and shapes too, but is no feature: it is left out before the teacher
+    is asked for it (``with_outputs`` types what it does not know as float)."""
+    names = [n for n in names if n in student_values and student_values[n].is_floating_point()]
     if not names:
         return []
     session = make_session(with_outputs(teacher, names), threads=threads)
@@ -67,9 +71,7 @@ def matched(
     same = [
         n
         for n in names
-        if n in student_values
-        and tuple(student_values[n].shape) == got[n].shape
-        and np.issubdtype(got[n].dtype, np.floating)
+        if tuple(student_values[n].shape) == got[n].shape and np.issubdtype(got[n].dtype, np.floating)
     ]
     if len(same) <= limit:
         return same

@@ -289,8 +289,6 @@ def distill_model(
         with torch.no_grad():
             names_ = features.candidates(student, teacher)
             values = module(feeds_to_torch(held_batches[0]), extra=names_)
-        # shape arithmetic (int64 Mul/Add/Concat) keeps names and shapes too, but is no feature
-        names_ = [n for n in names_ if n in values and values[n].is_floating_point()]
         feature_names = features.matched(values, teacher, held_batches[0], names_, 16, config.threads)
     teacher_session = make_session(features.with_outputs(teacher, feature_names), threads=config.threads)
     t_names = [o.name for o in teacher_session.get_outputs()]
